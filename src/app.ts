@@ -1,0 +1,100 @@
+// Owns buildApp: the one place where plugins and modules are registered, top to bottom, in request order.
+import cors from '@fastify/cors';
+import underPressure from '@fastify/under-pressure';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import type { Config } from './config.js';
+import { AccessLogController } from './lib/access-log.js';
+import { buildLoggerOptions, genReqId, type LogDestination } from './lib/logger-options.js';
+import healthRoutes from './modules/health/health-routes.js';
+import errorHandler from './plugins/error-handler.js';
+import metrics, { metricsRoutes } from './plugins/metrics.js';
+import openapi, { openapiRoutes } from './plugins/openapi.js';
+import postgres from './plugins/postgres.js';
+import redis from './plugins/redis.js';
+import securityHeaders from './plugins/security-headers.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+    /** draining turns true on SIGTERM: /ready answers 503 so load balancers stop sending traffic. */
+    lifecycle: { draining: boolean };
+  }
+}
+
+export interface BuildOptions {
+  /** Where logs go (tests capture them); stdout by default. */
+  logStream?: LogDestination;
+}
+
+/** A hop count trusts that many proxies nearest the server (what Fastify does with a number). */
+function trustProxyOption(value: Config['TRUST_PROXY']) {
+  return typeof value === 'number' ? (_address: string, hop: number) => hop < value : value;
+}
+
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const loggerOptions = buildLoggerOptions(config);
+  // 1. Core: logger with correlation ids and one access line per request, proxy trust, timeouts, body limit, zod compilers.
+  const app = Fastify({
+    logger: options.logStream
+      ? { ...loggerOptions, transport: undefined, stream: options.logStream }
+      : loggerOptions,
+    genReqId,
+    requestIdHeader: false,
+    logController: new AccessLogController(),
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
+    bodyLimit: config.BODY_LIMIT,
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT_MS,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.decorate('config', config);
+  app.decorate('lifecycle', { draining: false });
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header('x-request-id', request.id);
+    done();
+  });
+
+  // 2. Infrastructure.
+  await app.register(postgres);
+  await app.register(redis);
+  await app.register(metrics);
+
+  // 3. Edge: security headers, CORS, load shedding, errors as problem+json, OpenAPI.
+  await app.register(securityHeaders);
+  if (config.CORS_ORIGINS.length > 0) {
+    await app.register(cors, {
+      origin: config.CORS_ORIGINS.includes('*') ? '*' : config.CORS_ORIGINS,
+      exposedHeaders: ['x-request-id', 'etag', 'location', 'retry-after'],
+      maxAge: 600,
+    });
+  }
+  await app.register(underPressure, {
+    maxEventLoopDelay: config.PRESSURE_MAX_EVENT_LOOP_DELAY_MS,
+    maxHeapUsedBytes: config.PRESSURE_MAX_HEAP_USED_BYTES,
+    retryAfter: config.PRESSURE_RETRY_AFTER_S,
+  });
+  await app.register(errorHandler);
+  await app.register(openapi);
+
+  // 4. Public routes: no auth, no rate limit.
+  await app.register(healthRoutes);
+  if (config.METRICS_PORT === undefined) await app.register(metricsRoutes);
+  await app.register(openapiRoutes);
+
+  // 5. /v1: authenticated API (auth, then rate limit, then feature modules) is registered here.
+  await app.register(
+    async (_v1) => {
+      // Feature modules go here.
+    },
+    { prefix: '/v1' },
+  );
+
+  return app;
+}

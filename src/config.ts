@@ -1,0 +1,240 @@
+// Owns the process configuration: one zod schema over the environment, *_FILE secrets, production guardrails.
+import { existsSync, readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+/** Variables that hold secrets: each may instead be given as <NAME>_FILE (docker and Kubernetes secrets). */
+export const SECRET_KEYS = ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET'] as const;
+
+/** Values that must never be used as a production secret (the .env.example value is listed too). */
+export const PLACEHOLDER_SECRETS = new Set([
+  'changeme',
+  'change-me',
+  'secret',
+  'password',
+  'development-only-secret-change-me-0123456789',
+]);
+
+/** Opt-ins that production requires before an unsafe-by-default feature may be switched on. */
+const PRODUCTION_OPT_INS = ['docs', 'pretty-logs'] as const;
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'must be true or false' })
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const list = z.string().transform((v) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0),
+);
+
+/**
+ * TRUST_PROXY: "false" (default), "true" (trust every hop: unsafe in production), a hop count,
+ * or a comma-separated list of addresses/CIDRs of the proxies in front of the service.
+ */
+const trustProxy = z.string().transform((v, ctx): boolean | number | string[] => {
+  const s = v.trim();
+  if (s === '' || s === 'false') return false;
+  if (s === 'true') return true;
+  if (/^\d+$/.test(s)) return Number(s);
+  const parts = s.split(',').map((p) => p.trim());
+  if (
+    parts.some((p) => !/^[0-9A-Fa-f.:/]+$/.test(p) && !['loopback', 'linklocal', 'uniquelocal'].includes(p))
+  ) {
+    ctx.addIssue({
+      code: 'custom',
+      message: 'must be true, false, a hop count or a list of addresses/CIDRs',
+    });
+    return z.NEVER;
+  }
+  return parts;
+});
+
+const EnvSchema = z.object({
+  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  SERVICE_NAME: z
+    .string()
+    .regex(/^[a-z0-9-]{1,63}$/)
+    .default('api'),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  PORT: int(0, 65535).default(3000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_PRETTY: bool.optional(),
+  ALLOW_IN_PRODUCTION: list.pipe(z.array(z.enum(PRODUCTION_OPT_INS))).default([]),
+
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+  DATABASE_POOL_MAX: int(1, 1000).default(10),
+  DATABASE_CONNECT_TIMEOUT_MS: int(100, 60_000).default(2000),
+  DATABASE_STATEMENT_TIMEOUT_MS: int(0, 3_600_000).default(5000),
+  DATABASE_IDLE_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+  DATABASE_SSL: z.enum(['disable', 'require', 'verify-full']).default('disable'),
+  DATABASE_SSL_CA_FILE: z.string().min(1).optional(),
+  EMBEDDED_DB_DIR: z.string().min(1).default('.data/pglite'),
+  EMBEDDED_DB_PORT: int(0, 65535).default(54329),
+  MIGRATE_ON_START: bool.optional(),
+
+  REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+  REDIS_KEY_PREFIX: z.string().max(64).default('api:'),
+  REDIS_CONNECT_TIMEOUT_MS: int(100, 60_000).default(1000),
+  REDIS_COMMAND_TIMEOUT_MS: int(10, 60_000).default(500),
+
+  JWT_SECRET: z.string().min(1).optional(),
+
+  CORS_ORIGINS: list.default([]),
+  TRUST_PROXY: trustProxy.default(false),
+  BODY_LIMIT: int(1024, 100 * 1024 * 1024).default(1024 * 1024),
+  REQUEST_TIMEOUT_MS: int(0, 600_000).default(30_000),
+  KEEP_ALIVE_TIMEOUT_MS: int(1000, 600_000).default(72_000),
+  METRICS_PORT: int(1, 65535).optional(),
+  DOCS_ENABLED: bool.optional(),
+  PRESSURE_MAX_EVENT_LOOP_DELAY_MS: int(0, 60_000).default(1000),
+  PRESSURE_MAX_HEAP_USED_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(0),
+  PRESSURE_RETRY_AFTER_S: int(1, 3600).default(5),
+
+  SHUTDOWN_DELAY_MS: int(0, 600_000).optional(),
+  SHUTDOWN_TIMEOUT_MS: int(100, 600_000).default(10_000),
+});
+
+type Env = z.infer<typeof EnvSchema>;
+
+/** Every variable the service reads (not counting the <NAME>_FILE forms of SECRET_KEYS). */
+export const CONFIG_KEYS: readonly string[] = Object.keys(EnvSchema.shape);
+
+/** The effective configuration: environment-dependent defaults resolved, nothing optional left ambiguous. */
+export type Config = Omit<Env, 'LOG_PRETTY' | 'MIGRATE_ON_START' | 'DOCS_ENABLED' | 'SHUTDOWN_DELAY_MS'> & {
+  LOG_PRETTY: boolean;
+  MIGRATE_ON_START: boolean;
+  DOCS_ENABLED: boolean;
+  SHUTDOWN_DELAY_MS: number;
+  isProduction: boolean;
+};
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Source = Record<string, string | undefined>;
+
+/** Loads ./.env when present with Node's own loader; variables already set win. */
+export function loadDotEnv(path = '.env'): void {
+  if (existsSync(path)) process.loadEnvFile(path);
+}
+
+/** Reads <NAME>_FILE for every secret; setting both forms, or an unreadable file, is a problem. */
+function resolveSecretFiles(env: Source, problems: string[]): Source {
+  const out: Source = { ...env };
+  for (const key of SECRET_KEYS) {
+    const file = env[`${key}_FILE`];
+    if (file === undefined || file === '') continue;
+    if (env[key] !== undefined && env[key] !== '') {
+      problems.push(`${key} and ${key}_FILE are both set: use one`);
+      continue;
+    }
+    try {
+      out[key] = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    } catch {
+      problems.push(`${key}_FILE: cannot read ${file}`);
+    }
+  }
+  return out;
+}
+
+const TRUE_VALUES = new Set(['true', '1', 'yes']);
+const splitList = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim());
+
+/** Checked on the raw values, so they are reported even when other variables fail to parse. */
+function productionProblems(input: Source): string[] {
+  const problems: string[] = [];
+  const secret = input.JWT_SECRET;
+  const optIns = splitList(input.ALLOW_IN_PRODUCTION);
+  if (secret === undefined) problems.push('JWT_SECRET is required in production');
+  else if (PLACEHOLDER_SECRETS.has(secret.toLowerCase()))
+    problems.push('JWT_SECRET is a known placeholder value');
+  else if (Buffer.byteLength(secret) < 32) problems.push('JWT_SECRET must be at least 32 bytes');
+  if (splitList(input.CORS_ORIGINS).includes('*'))
+    problems.push('CORS_ORIGINS must list origins explicitly, not *');
+  if (input.DATABASE_URL === undefined)
+    problems.push('DATABASE_URL is required in production (no embedded database)');
+  if (input.TRUST_PROXY?.trim() === 'true')
+    problems.push(
+      'TRUST_PROXY=true trusts any client-supplied X-Forwarded-For: give a hop count or proxy addresses',
+    );
+  if (TRUE_VALUES.has(input.DOCS_ENABLED ?? '') && !optIns.includes('docs'))
+    problems.push('DOCS_ENABLED=true in production requires ALLOW_IN_PRODUCTION to include docs');
+  if (TRUE_VALUES.has(input.LOG_PRETTY ?? '') && !optIns.includes('pretty-logs'))
+    problems.push('LOG_PRETTY=true in production requires ALLOW_IN_PRODUCTION to include pretty-logs');
+  return problems;
+}
+
+/**
+ * Parses the environment once. Throws ConfigError listing every problem at once; messages name
+ * variables and never echo a value.
+ */
+export function loadConfig(env: Source = process.env): Config {
+  const problems: string[] = [];
+  const resolved = resolveSecretFiles(env, problems);
+  // Empty strings mean "unset", as in most .env conventions.
+  const input: Source = {};
+  for (const key of Object.keys(EnvSchema.shape)) {
+    const value = resolved[key];
+    if (value !== undefined && value !== '') input[key] = value;
+  }
+  const parsed = EnvSchema.safeParse(input);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const name = String(issue.path[0] ?? 'environment');
+      // zod messages for enums list the allowed values, never the received one.
+      problems.push(`${name}: ${issue.message}`);
+    }
+  }
+  if (input.NODE_ENV === 'production') problems.push(...productionProblems(input));
+  if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
+
+  const e = parsed.data;
+  const isProduction = e.NODE_ENV === 'production';
+  const config: Config = {
+    ...e,
+    isProduction,
+    LOG_PRETTY: e.LOG_PRETTY ?? e.NODE_ENV === 'development',
+    MIGRATE_ON_START: e.MIGRATE_ON_START ?? !isProduction,
+    DOCS_ENABLED: e.DOCS_ENABLED ?? !isProduction,
+    SHUTDOWN_DELAY_MS: e.SHUTDOWN_DELAY_MS ?? (isProduction ? 5000 : 0),
+  };
+  if (
+    config.DATABASE_SSL === 'verify-full' &&
+    config.DATABASE_SSL_CA_FILE &&
+    !existsSync(config.DATABASE_SSL_CA_FILE)
+  )
+    problems.push('DATABASE_SSL_CA_FILE: file not found');
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+const SECRET_NAME = /SECRET|PASSWORD|TOKEN|KEY$/;
+
+/** Masks secrets and credentials inside URLs, for the startup log line. */
+export function maskConfig(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(config)) {
+    if (value === undefined) continue;
+    if (SECRET_NAME.test(key) && key !== 'REDIS_KEY_PREFIX') out[key] = '[redacted]';
+    else if (typeof value === 'string' && /^[a-z]+:\/\//i.test(value)) out[key] = maskUrl(value);
+    else out[key] = value;
+  }
+  return out;
+}
+
+export function maskUrl(value: string): string {
+  try {
+    const u = new URL(value);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '[invalid url]';
+  }
+}

@@ -1,0 +1,51 @@
+// Owns the RFC 9457 problem details shape and the error class routes throw to produce one.
+
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  instance: string;
+  requestId: string;
+  [extension: string]: unknown;
+}
+
+/** Stable problem type URIs: clients switch on these, never on titles or details. */
+export const problemType = (code: string): string => `urn:problem-type:${code}`;
+
+export interface HttpProblemOptions {
+  detail?: string;
+  headers?: Record<string, string>;
+  /** Extra members, e.g. `errors` for validation or `retryAfter` for 429. */
+  extensions?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+/** Throw from a route or hook to answer with a problem+json body; `code` becomes the stable type. */
+export class HttpProblem extends Error {
+  readonly headers: Record<string, string>;
+  readonly extensions: Record<string, unknown>;
+  readonly detail: string | undefined;
+
+  constructor(
+    readonly statusCode: number,
+    readonly code: string,
+    readonly title: string,
+    options: HttpProblemOptions = {},
+  ) {
+    super(options.detail ?? title, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'HttpProblem';
+    this.detail = options.detail;
+    this.headers = options.headers ?? {};
+    this.extensions = options.extensions ?? {};
+  }
+}
+
+export const notFound = (detail = 'The requested resource does not exist.') =>
+  new HttpProblem(404, 'not-found', 'Not Found', { detail });
+
+export const serviceUnavailable = (detail: string, retryAfterSeconds: number) =>
+  new HttpProblem(503, 'service-unavailable', 'Service Unavailable', {
+    detail,
+    headers: { 'retry-after': String(retryAfterSeconds) },
+  });

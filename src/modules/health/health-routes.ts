@@ -1,0 +1,91 @@
+// Owns liveness (/health) and readiness (/ready): public, never authenticated or rate limited.
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { APP_VERSION } from '../../lib/version.js';
+
+const CHECK_TIMEOUT_MS = 1000;
+const READY_CACHE_MS = 1000;
+
+const HealthResponse = z.object({
+  status: z.literal('ok'),
+  version: z.string(),
+  uptimeSeconds: z.number(),
+});
+
+const ReadyResponse = z.object({
+  status: z.enum(['ready', 'not_ready', 'shutting_down']),
+  checks: z
+    .object({
+      database: z.enum(['ok', 'unavailable']),
+      redis: z.enum(['ok', 'degraded', 'disabled']),
+    })
+    .optional(),
+});
+type Ready = z.infer<typeof ReadyResponse>;
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Ops routes answer even when the process is under pressure: probes must see the truth. */
+const opsConfig = { pressureHandler: () => undefined };
+
+export default async function healthRoutes(fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+
+  app.get(
+    '/health',
+    { config: opsConfig, schema: { tags: ['ops'], response: { 200: HealthResponse } } },
+    async () => ({
+      status: 'ok' as const,
+      version: APP_VERSION,
+      uptimeSeconds: Math.round(process.uptime()),
+    }),
+  );
+
+  async function check(): Promise<Ready> {
+    const [database, redis] = await Promise.all([
+      withTimeout(app.db.query('SELECT 1'), CHECK_TIMEOUT_MS).then(
+        () => 'ok' as const,
+        (err: unknown) => {
+          app.log.warn({ err }, 'readiness: database check failed');
+          return 'unavailable' as const;
+        },
+      ),
+      app.redis === null
+        ? Promise.resolve('disabled' as const)
+        : app.redis.status !== 'ready'
+          ? Promise.resolve('degraded' as const)
+          : withTimeout(app.redis.ping(), CHECK_TIMEOUT_MS).then(
+              () => 'ok' as const,
+              () => 'degraded' as const,
+            ),
+    ]);
+    // Redis down is "degraded", not "not ready": replicas keep serving on in-memory fallbacks.
+    return { status: database === 'ok' ? 'ready' : 'not_ready', checks: { database, redis } };
+  }
+
+  // Probes from many sources (kubelet, load balancers) share one check per READY_CACHE_MS.
+  let cached: { at: number; result: Promise<Ready> } | undefined;
+
+  app.get(
+    '/ready',
+    { config: opsConfig, schema: { tags: ['ops'], response: { 200: ReadyResponse, 503: ReadyResponse } } },
+    async (_request, reply) => {
+      if (app.lifecycle.draining) {
+        reply.code(503).header('retry-after', '5');
+        return { status: 'shutting_down' as const };
+      }
+      const now = Date.now();
+      if (cached === undefined || now - cached.at >= READY_CACHE_MS) cached = { at: now, result: check() };
+      const result = await cached.result;
+      if (result.status !== 'ready') reply.code(503).header('retry-after', '5');
+      return result;
+    },
+  );
+}

@@ -1,0 +1,147 @@
+// Owns Prometheus metrics (app.metrics): process defaults, HTTP RED metrics by route pattern, pool and Redis state.
+import http from 'node:http';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { APP_VERSION } from '../lib/version.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: { registry: Registry };
+  }
+  interface FastifyContextConfig {
+    /** Set false on routes whose traffic must not count in the HTTP metrics (the scrape itself). */
+    metrics?: boolean;
+  }
+}
+
+/** Every unmatched URL shares this label, so scanners cannot explode the series count. */
+export const UNMATCHED_ROUTE = 'unmatched';
+
+const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+async function metricsPlugin(app: FastifyInstance) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  const duration = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'HTTP request duration in seconds, by method, route pattern and status code.',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [registry],
+  });
+  const requests = new Counter({
+    name: 'http_requests_total',
+    help: 'HTTP requests completed, by method, route pattern and status code.',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    registers: [registry],
+  });
+  const inFlight = new Gauge({
+    name: 'http_requests_in_flight',
+    help: 'HTTP requests being processed.',
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'app_build_info',
+    help: 'Build information; always 1.',
+    labelNames: ['version', 'node_version', 'service'] as const,
+    registers: [registry],
+  }).set({ version: APP_VERSION, node_version: process.version, service: app.config.SERVICE_NAME }, 1);
+
+  const pool = app.db;
+  new Gauge({
+    name: 'pg_pool_connections',
+    help: 'PostgreSQL pool connections by state (total, idle, waiting = queued requests for a connection).',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    collect() {
+      this.set({ state: 'total' }, pool.totalCount);
+      this.set({ state: 'idle' }, pool.idleCount);
+      this.set({ state: 'waiting' }, pool.waitingCount);
+    },
+  });
+  new Gauge({
+    name: 'pg_pool_max_connections',
+    help: 'Configured maximum size of the PostgreSQL pool.',
+    registers: [registry],
+  }).set(app.config.DATABASE_POOL_MAX);
+  const poolErrors = new Counter({
+    name: 'pg_pool_errors_total',
+    help: 'Errors raised by idle PostgreSQL pool connections.',
+    registers: [registry],
+  });
+  pool.on('error', () => poolErrors.inc());
+
+  const redis = app.redis;
+  new Gauge({
+    name: 'redis_up',
+    help: '1 when the Redis connection is ready, 0 when down; absent series when Redis is not configured.',
+    registers: [registry],
+    collect() {
+      if (redis) this.set(redis.status === 'ready' ? 1 : 0);
+    },
+  });
+
+  // Label children cached per (method, route, status): prom-client's label hashing costs more than the lookup.
+  type Children = { duration: { observe(v: number): void }; requests: { inc(): void } };
+  const children = new Map<string, Children>();
+
+  app.addHook('onRequest', (_request, _reply, done) => {
+    inFlight.inc();
+    done();
+  });
+  app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done) => {
+    inFlight.dec();
+    const routeConfig = request.routeOptions.config;
+    if (routeConfig.metrics === false) return done();
+    const route = routeConfig.url ?? UNMATCHED_ROUTE;
+    const method = request.method;
+    const status = reply.statusCode;
+    const key = `${method} ${status} ${route}`;
+    let child = children.get(key);
+    if (child === undefined) {
+      const labels = { method, route, status_code: String(status) };
+      child = { duration: duration.labels(labels), requests: requests.labels(labels) };
+      children.set(key, child);
+    }
+    child.duration.observe(reply.elapsedTime / 1000);
+    child.requests.inc();
+    done();
+  });
+
+  app.decorate('metrics', { registry });
+}
+
+export default fp(metricsPlugin, { name: 'metrics', dependencies: ['postgres', 'redis'] });
+
+/** GET /metrics on the main listener (public context: no auth, no rate limit). */
+export async function metricsRoutes(app: FastifyInstance) {
+  app.get('/metrics', { config: { metrics: false }, schema: { hide: true } }, async (_request, reply) => {
+    const body = await app.metrics.registry.metrics();
+    return reply.type(app.metrics.registry.contentType).send(body);
+  });
+}
+
+/** METRICS_PORT: serves /metrics on its own listener so it need not be exposed with the API. */
+export async function startMetricsServer(
+  registry: Registry,
+  host: string,
+  port: number,
+): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?', 1)[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    registry.metrics().then(
+      (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
+      () => res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable\n'),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}

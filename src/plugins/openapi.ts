@@ -1,0 +1,58 @@
+// Owns the OpenAPI 3.1 document generated from the zod route schemas, /openapi.json and the /docs page.
+import helmet from '@fastify/helmet';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import { jsonSchemaTransform } from 'fastify-type-provider-zod';
+import { APP_VERSION } from '../lib/version.js';
+
+async function openapiPlugin(app: FastifyInstance) {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: `${app.config.SERVICE_NAME} API`,
+        version: APP_VERSION,
+        description: 'Errors are application/problem+json (RFC 9457).',
+      },
+      components: {
+        securitySchemes: {
+          bearerAuth: { type: 'http', scheme: 'bearer', description: 'JWT access token or API key' },
+          apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
+        },
+      },
+    },
+    transform: jsonSchemaTransform,
+  });
+}
+
+export default fp(openapiPlugin, { name: 'openapi' });
+
+/** GET /openapi.json, and the /docs UI when DOCS_ENABLED (its own context: relaxed CSP there only). */
+export async function openapiRoutes(app: FastifyInstance) {
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  if (!app.config.DOCS_ENABLED) return;
+  await app.register(async (docs) => {
+    // The docs page runs swagger-ui's own scripts and styles; this relaxation never reaches API routes.
+    // The API's precomputed CSP is dropped here so @fastify/helmet's header (set on the raw response) wins.
+    docs.addHook('onRequest', (_request, reply, done) => {
+      reply.removeHeader('content-security-policy');
+      done();
+    });
+    await docs.register(helmet, {
+      contentSecurityPolicy: {
+        useDefaults: false,
+        directives: {
+          defaultSrc: ["'none'"],
+          scriptSrc: ["'self'"],
+          styleSrc: ["'self'", "'unsafe-inline'"],
+          imgSrc: ["'self'", 'data:'],
+          connectSrc: ["'self'"],
+          frameAncestors: ["'none'"],
+        },
+      },
+    });
+    await docs.register(swaggerUi, { routePrefix: '/docs' });
+  });
+}
