@@ -6,11 +6,16 @@ import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod
 import type { Config } from './config.js';
 import { AccessLogController } from './lib/access-log.js';
 import { buildLoggerOptions, genReqId, type LogDestination } from './lib/logger-options.js';
+import apiKeysRoutes from './modules/api-keys/api-keys-routes.js';
+import authRoutes from './modules/auth/auth-routes.js';
+import jwksRoutes from './modules/auth/jwks-routes.js';
 import healthRoutes from './modules/health/health-routes.js';
+import auth from './plugins/auth.js';
 import errorHandler from './plugins/error-handler.js';
 import metrics, { metricsRoutes } from './plugins/metrics.js';
 import openapi, { openapiRoutes } from './plugins/openapi.js';
 import postgres from './plugins/postgres.js';
+import pubsub from './plugins/pubsub.js';
 import redis from './plugins/redis.js';
 import securityHeaders from './plugins/security-headers.js';
 
@@ -64,7 +69,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // 2. Infrastructure.
   await app.register(postgres);
   await app.register(redis);
+  await app.register(pubsub);
   await app.register(metrics);
+  await app.register(auth);
 
   // 3. Edge: security headers, CORS, load shedding, errors as problem+json, OpenAPI.
   await app.register(securityHeaders);
@@ -87,11 +94,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(healthRoutes);
   if (config.METRICS_PORT === undefined) await app.register(metricsRoutes);
   await app.register(openapiRoutes);
+  await app.register(jwksRoutes);
 
-  // 5. /v1: authenticated API (auth, then rate limit, then feature modules) is registered here.
+  // 5. /v1: every route authenticated (then rate limited), guards declared per route with requireScope.
   await app.register(
-    async (_v1) => {
-      // Feature modules go here.
+    async (v1) => {
+      v1.addHook('onRequest', async (request) => v1.auth.authenticate(request));
+      await v1.register(authRoutes);
+      await v1.register(apiKeysRoutes);
     },
     { prefix: '/v1' },
   );

@@ -5,13 +5,16 @@ import { z } from 'zod';
 /** Variables that hold secrets: each may instead be given as <NAME>_FILE (docker and Kubernetes secrets). */
 export const SECRET_KEYS = ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET'] as const;
 
-/** Values that must never be used as a production secret (the .env.example value is listed too). */
+/** Outside production an unset JWT_SECRET falls back to this (also the .env.example value); production refuses it. */
+export const DEVELOPMENT_JWT_SECRET = 'development-only-secret-change-me-0123456789';
+
+/** Values that must never be used as a production secret. */
 export const PLACEHOLDER_SECRETS = new Set([
   'changeme',
   'change-me',
   'secret',
   'password',
-  'development-only-secret-change-me-0123456789',
+  DEVELOPMENT_JWT_SECRET,
 ]);
 
 /** Opt-ins that production requires before an unsafe-by-default feature may be switched on. */
@@ -29,6 +32,18 @@ const list = z.string().transform((v) =>
     .map((s) => s.trim())
     .filter((s) => s.length > 0),
 );
+
+/** Seconds, given as a number of seconds or with a unit: 900, 90s, 15m, 1h, 1d. */
+const duration = z.string().transform((v, ctx) => {
+  const m = /^(\d+)\s*(s|m|h|d)?$/.exec(v.trim());
+  const unit = { s: 1, m: 60, h: 3600, d: 86_400 }[(m?.[2] ?? 's') as 's' | 'm' | 'h' | 'd'];
+  const seconds = m ? Number(m[1]) * unit : Number.NaN;
+  if (!Number.isSafeInteger(seconds) || seconds < 1 || seconds > 86_400) {
+    ctx.addIssue({ code: 'custom', message: 'must be a duration between 1s and 1d, e.g. 900, 15m, 1h' });
+    return z.NEVER;
+  }
+  return seconds;
+});
 
 /**
  * TRUST_PROXY: "false" (default), "true" (trust every hop: unsafe in production), a hop count,
@@ -81,6 +96,20 @@ const EnvSchema = z.object({
   REDIS_COMMAND_TIMEOUT_MS: int(10, 60_000).default(500),
 
   JWT_SECRET: z.string().min(1).optional(),
+  JWT_ALGORITHM: z.enum(['HS256', 'RS256', 'ES256']).default('HS256'),
+  JWT_PRIVATE_KEY_FILE: z.string().min(1).optional(),
+  JWT_PUBLIC_KEY_FILES: list.default([]),
+  JWT_ISSUER: z.string().min(1).max(200).default('api-service'),
+  JWT_AUDIENCE: z.string().min(1).max(200).default('api'),
+  JWT_EXPIRES_IN: duration.default(900),
+  JWT_CLOCK_TOLERANCE_S: int(0, 300).default(5),
+  JWT_MAX_TOKEN_BYTES: int(256, 16_384).default(4096),
+  API_KEY_PREFIX: z
+    .string()
+    .regex(/^[a-z][a-z0-9]{1,15}$/, 'must be 2-16 lowercase letters or digits, starting with a letter')
+    .default('sk'),
+  API_KEY_CACHE_TTL_MS: int(0, 5000).default(5000),
+  AUTH_FAILURE_AUDIT_THRESHOLD: int(1, 100_000).default(10),
 
   CORS_ORIGINS: list.default([]),
   TRUST_PROXY: trustProxy.default(false),
@@ -205,6 +234,15 @@ export function loadConfig(env: Source = process.env): Config {
     DOCS_ENABLED: e.DOCS_ENABLED ?? !isProduction,
     SHUTDOWN_DELAY_MS: e.SHUTDOWN_DELAY_MS ?? (isProduction ? 5000 : 0),
   };
+  if (config.JWT_ALGORITHM === 'HS256') {
+    if (!isProduction) config.JWT_SECRET ??= DEVELOPMENT_JWT_SECRET;
+  } else if (config.JWT_PUBLIC_KEY_FILES.length === 0 && config.JWT_PRIVATE_KEY_FILE === undefined) {
+    problems.push(
+      `JWT_PUBLIC_KEY_FILES or JWT_PRIVATE_KEY_FILE is required with JWT_ALGORITHM=${config.JWT_ALGORITHM}`,
+    );
+  }
+  for (const file of [config.JWT_PRIVATE_KEY_FILE, ...config.JWT_PUBLIC_KEY_FILES])
+    if (file !== undefined && !existsSync(file)) problems.push(`JWT key file not found: ${file}`);
   if (
     config.DATABASE_SSL === 'verify-full' &&
     config.DATABASE_SSL_CA_FILE &&

@@ -7,6 +7,9 @@ import fp from 'fastify-plugin';
 import { jsonSchemaTransform } from 'fastify-type-provider-zod';
 import { APP_VERSION } from '../lib/version.js';
 
+/** OpenAPI `security` for authenticated routes: a bearer JWT or API key, or an X-API-Key header. */
+export const security: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKey: [] }];
+
 async function openapiPlugin(app: FastifyInstance) {
   await app.register(swagger, {
     openapi: {

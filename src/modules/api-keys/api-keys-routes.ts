@@ -1,0 +1,93 @@
+// Owns the admin endpoints for API keys: create (secret shown once), list (never secrets), revoke.
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { HttpProblem, notFound } from '../../lib/problem.js';
+import { security } from '../../plugins/openapi.js';
+import { createApiKeysRepository } from './api-keys-repository.js';
+import {
+  ApiKeyIdParams,
+  ApiKeyList,
+  CreateApiKeyBody,
+  CreatedApiKey,
+  ListApiKeysQuery,
+} from './api-keys-schemas.js';
+import { issueApiKey, toApiKeyDto } from './api-keys-service.js';
+
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  try {
+    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as [string, string];
+    const createdAt = new Date(at);
+    if (Number.isNaN(createdAt.getTime()) || !/^[0-9a-f]{16}$/.test(id)) throw new Error('bad cursor');
+    return { createdAt, id };
+  } catch {
+    throw new HttpProblem(400, 'validation-error', 'Validation Failed', { detail: 'Invalid cursor.' });
+  }
+}
+
+export default async function apiKeysRoutes(fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  const repo = createApiKeysRepository(app.db);
+  const admin = app.requireScope('admin');
+
+  app.post(
+    '/api-keys',
+    {
+      preHandler: admin,
+      schema: { tags: ['api-keys'], security, body: CreateApiKeyBody, response: { 201: CreatedApiKey } },
+    },
+    async (request, reply) => {
+      const principal = request.principal!;
+      const body = request.body;
+      const { row, key } = await issueApiKey(repo, app.config.API_KEY_PREFIX, {
+        name: body.name,
+        subject: body.subject ?? principal.subject,
+        scopes: body.scopes,
+        expiresAt: body.expiresInDays ? new Date(Date.now() + body.expiresInDays * 86_400_000) : null,
+      });
+      await app.auth.audit(request, {
+        action: 'api_key.created',
+        subject: principal.subject,
+        apiKeyId: row.id,
+        details: { name: row.name, forSubject: row.subject, scopes: row.scopes },
+      });
+      reply.code(201).header('location', `/v1/api-keys/${row.id}`).header('cache-control', 'no-store');
+      return { ...toApiKeyDto(row), key };
+    },
+  );
+
+  app.get(
+    '/api-keys',
+    {
+      preHandler: admin,
+      schema: { tags: ['api-keys'], security, querystring: ListApiKeysQuery, response: { 200: ApiKeyList } },
+    },
+    async (request) => {
+      const { limit, cursor } = request.query;
+      const rows = await repo.list({ limit: limit + 1, ...(cursor ? { before: decodeCursor(cursor) } : {}) });
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      const next =
+        rows.length > limit && last
+          ? Buffer.from(JSON.stringify([last.createdAt.toISOString(), last.id])).toString('base64url')
+          : null;
+      return { items: page.map(toApiKeyDto), next };
+    },
+  );
+
+  app.delete(
+    '/api-keys/:id',
+    { preHandler: admin, schema: { tags: ['api-keys'], security, params: ApiKeyIdParams } },
+    async (request, reply) => {
+      const row = await repo.revoke(request.params.id);
+      if (row === null) throw notFound('No active API key with this id.');
+      await app.auth.invalidateApiKey(row.id);
+      await app.auth.audit(request, {
+        action: 'api_key.revoked',
+        subject: request.principal!.subject,
+        apiKeyId: row.id,
+        details: { forSubject: row.subject },
+      });
+      return reply.code(204).send();
+    },
+  );
+}

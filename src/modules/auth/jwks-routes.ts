@@ -1,0 +1,11 @@
+// Owns GET /.well-known/jwks.json: the public keys that verify this service's tokens (RS256/ES256 only).
+import type { FastifyInstance } from 'fastify';
+import { jwksDocument } from '../../lib/jwt-keys.js';
+
+export default async function jwksRoutes(app: FastifyInstance) {
+  if (app.config.JWT_ALGORITHM === 'HS256') return; // a shared secret is never published
+  const body = JSON.stringify(jwksDocument(app.auth.jwtKeys));
+  app.get('/.well-known/jwks.json', { schema: { tags: ['auth'] } }, async (_request, reply) =>
+    reply.type('application/json').header('cache-control', 'public, max-age=300').send(body),
+  );
+}
