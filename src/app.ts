@@ -16,6 +16,7 @@ import metrics, { metricsRoutes } from './plugins/metrics.js';
 import openapi, { openapiRoutes } from './plugins/openapi.js';
 import postgres from './plugins/postgres.js';
 import pubsub from './plugins/pubsub.js';
+import rateLimit from './plugins/rate-limit.js';
 import redis from './plugins/redis.js';
 import securityHeaders from './plugins/security-headers.js';
 
@@ -73,7 +74,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(metrics);
   await app.register(auth);
 
-  // 3. Edge: security headers, CORS, load shedding, errors as problem+json, OpenAPI.
+  // 3. Edge: security headers, CORS, load shedding, rate limiting, errors as problem+json, OpenAPI.
   await app.register(securityHeaders);
   if (config.CORS_ORIGINS.length > 0) {
     await app.register(cors, {
@@ -87,10 +88,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     maxHeapUsedBytes: config.PRESSURE_MAX_HEAP_USED_BYTES,
     retryAfter: config.PRESSURE_RETRY_AFTER_S,
   });
-  await app.register(errorHandler);
+  // Token buckets keyed by principal: its per-route hook runs after the /v1 context's auth hook.
+  await app.register(rateLimit);
+  await app.register(errorHandler, { notFoundPreHandler: app.rateLimit() });
   await app.register(openapi);
 
-  // 4. Public routes: no auth, no rate limit.
+  // 4. Public routes: no auth; probes and metrics opt out of rate limiting.
   await app.register(healthRoutes);
   if (config.METRICS_PORT === undefined) await app.register(metricsRoutes);
   await app.register(openapiRoutes);

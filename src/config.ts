@@ -111,6 +111,11 @@ const EnvSchema = z.object({
   API_KEY_CACHE_TTL_MS: int(0, 5000).default(5000),
   AUTH_FAILURE_AUDIT_THRESHOLD: int(1, 100_000).default(10),
 
+  RATE_LIMIT_MAX_REQUESTS: int(1, 1_000_000).default(100),
+  RATE_LIMIT_WINDOW_MS: int(1, 86_400_000).default(60_000),
+  RATE_LIMIT_BURST: int(1, 1_000_000).optional(),
+  RATE_LIMIT_MEMORY_MAX_KEYS: int(100, 10_000_000).default(100_000),
+
   CORS_ORIGINS: list.default([]),
   TRUST_PROXY: trustProxy.default(false),
   BODY_LIMIT: int(1024, 100 * 1024 * 1024).default(1024 * 1024),

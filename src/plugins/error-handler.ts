@@ -1,5 +1,11 @@
 // Owns every error response: one handler turns any error, 404 and 405 into application/problem+json.
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type {
+  FastifyError,
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  preHandlerHookHandler,
+} from 'fastify';
 import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { isDatabaseTimeout, isDatabaseUnavailable } from '../lib/db-errors.js';
@@ -69,13 +75,18 @@ function createMethodIndex() {
   };
 }
 
-async function errorHandlerPlugin(app: FastifyInstance) {
+export interface ErrorHandlerOptions {
+  /** Runs before the 404/405 answer (the rate limiter, so scanners pay for unknown URLs too). */
+  notFoundPreHandler?: preHandlerHookHandler;
+}
+
+async function errorHandlerPlugin(app: FastifyInstance, options: ErrorHandlerOptions) {
   const methods = createMethodIndex();
   app.addHook('onRoute', (route) => {
     methods.add(route.url, Array.isArray(route.method) ? route.method : [route.method]);
   });
 
-  app.setNotFoundHandler((request, reply) => {
+  app.setNotFoundHandler({ preHandler: options.notFoundPreHandler }, (request, reply) => {
     const path = request.url.split('?', 1)[0] ?? '/';
     const allowed = methods.allowed(path);
     if (allowed.length > 0 && !allowed.includes(request.method)) {

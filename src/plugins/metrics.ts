@@ -117,10 +117,14 @@ export default fp(metricsPlugin, { name: 'metrics', dependencies: ['postgres', '
 
 /** GET /metrics on the main listener (public context: no auth, no rate limit). */
 export async function metricsRoutes(app: FastifyInstance) {
-  app.get('/metrics', { config: { metrics: false }, schema: { hide: true } }, async (_request, reply) => {
-    const body = await app.metrics.registry.metrics();
-    return reply.type(app.metrics.registry.contentType).send(body);
-  });
+  app.get(
+    '/metrics',
+    { config: { metrics: false, rateLimit: false }, schema: { hide: true } },
+    async (_request, reply) => {
+      const body = await app.metrics.registry.metrics();
+      return reply.type(app.metrics.registry.contentType).send(body);
+    },
+  );
 }
 
 /** METRICS_PORT: serves /metrics on its own listener so it need not be exposed with the API. */

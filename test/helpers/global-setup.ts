@@ -10,18 +10,29 @@ declare module 'vitest' {
   }
 }
 
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export default async function setup(project: TestProject) {
   const name = `tmpl_${process.pid}_${Date.now().toString(36)}`;
   const admin = new pg.Client({ connectionString: TEST_PG_ADMIN_URL });
   await admin.connect();
   try {
-    // Databases left by an interrupted earlier run.
-    const stale = await admin.query<{ datname: string }>(
-      `SELECT datname FROM pg_database WHERE datname ~ '^(tmpl|t)_[0-9]+_' AND datname NOT LIKE $1`,
-      [`%_${process.pid}_%`],
+    // Databases left by an interrupted run: their names carry the creating process id. Only dead
+    // processes' databases go, so two suites running at once never drop each other's.
+    const candidates = await admin.query<{ datname: string }>(
+      `SELECT datname FROM pg_database WHERE datname ~ '^(tmpl|t)_[0-9]+_'`,
     );
-    for (const { datname } of stale.rows)
-      await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
+    for (const { datname } of candidates.rows) {
+      const pid = Number(datname.split('_')[1]);
+      if (!isAlive(pid)) await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
+    }
     await admin.query(`CREATE DATABASE "${name}"`);
   } finally {
     await admin.end();

@@ -3,6 +3,8 @@ import type { Pool } from 'pg';
 
 export interface ApiKeyRow {
   id: string;
+  /** created_at in Postgres' own text form: full microsecond precision, for keyset cursors. */
+  cursorAt: string;
   name: string;
   subject: string;
   scopes: string[];
@@ -16,7 +18,7 @@ export interface ApiKeyWithHash extends ApiKeyRow {
   secretHash: Buffer;
 }
 
-const COLUMNS = `id, name, subject, scopes, created_at AS "createdAt", expires_at AS "expiresAt",
+const COLUMNS = `id, created_at::text AS "cursorAt", name, subject, scopes, created_at AS "createdAt", expires_at AS "expiresAt",
   last_used_at AS "lastUsedAt", revoked_at AS "revokedAt"`;
 
 export function createApiKeysRepository(db: Pool) {
@@ -47,12 +49,12 @@ export function createApiKeysRepository(db: Pool) {
     },
 
     /** Newest first; keyset pagination on (created_at, id). */
-    async list(options: { limit: number; before?: { createdAt: Date; id: string } }): Promise<ApiKeyRow[]> {
+    async list(options: { limit: number; before?: { cursorAt: string; id: string } }): Promise<ApiKeyRow[]> {
       const { rows } = options.before
         ? await db.query<ApiKeyRow>(
-            `SELECT ${COLUMNS} FROM api_keys WHERE (created_at, id) < ($1, $2)
+            `SELECT ${COLUMNS} FROM api_keys WHERE (created_at, id) < ($1::timestamptz, $2)
              ORDER BY created_at DESC, id DESC LIMIT $3`,
-            [options.before.createdAt, options.before.id, options.limit],
+            [options.before.cursorAt, options.before.id, options.limit],
           )
         : await db.query<ApiKeyRow>(
             `SELECT ${COLUMNS} FROM api_keys ORDER BY created_at DESC, id DESC LIMIT $1`,

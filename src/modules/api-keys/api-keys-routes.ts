@@ -13,12 +13,15 @@ import {
 } from './api-keys-schemas.js';
 import { issueApiKey, toApiKeyDto } from './api-keys-service.js';
 
-function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+const PG_TIMESTAMPTZ = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d(:\d\d){0,2}$/;
+
+/** Opaque to clients: base64url of [created_at (Postgres text, microseconds), id]. */
+function decodeCursor(cursor: string): { cursorAt: string; id: string } {
   try {
-    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as [string, string];
-    const createdAt = new Date(at);
-    if (Number.isNaN(createdAt.getTime()) || !/^[0-9a-f]{16}$/.test(id)) throw new Error('bad cursor');
-    return { createdAt, id };
+    const [cursorAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as [unknown, unknown];
+    if (typeof cursorAt !== 'string' || !PG_TIMESTAMPTZ.test(cursorAt)) throw new Error('bad cursor');
+    if (typeof id !== 'string' || !/^[0-9a-f]{16}$/.test(id)) throw new Error('bad cursor');
+    return { cursorAt, id };
   } catch {
     throw new HttpProblem(400, 'validation-error', 'Validation Failed', { detail: 'Invalid cursor.' });
   }
@@ -68,7 +71,7 @@ export default async function apiKeysRoutes(fastify: FastifyInstance) {
       const last = page.at(-1);
       const next =
         rows.length > limit && last
-          ? Buffer.from(JSON.stringify([last.createdAt.toISOString(), last.id])).toString('base64url')
+          ? Buffer.from(JSON.stringify([last.cursorAt, last.id])).toString('base64url')
           : null;
       return { items: page.map(toApiKeyDto), next };
     },

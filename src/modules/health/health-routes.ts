@@ -32,8 +32,8 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Ops routes answer even when the process is under pressure: probes must see the truth. */
-const opsConfig = { pressureHandler: () => undefined };
+/** Probes answer even under pressure and are never rate limited: they must see the truth. */
+const opsConfig = { pressureHandler: () => undefined, rateLimit: false } as const;
 
 export default async function healthRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>();

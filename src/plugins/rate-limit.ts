@@ -1,0 +1,193 @@
+// Owns rate limiting: @fastify/rate-limit over a token bucket (GCRA) in Redis, in memory while Redis is away.
+import rateLimit, { normalizeIP } from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { Result } from 'ioredis';
+import { LRUCache } from 'lru-cache';
+import { Counter, Gauge } from 'prom-client';
+import { HttpProblem } from '../lib/problem.js';
+import { type BucketParams, type Decision, decide, GCRA_LUA } from '../lib/token-bucket.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    gcra(
+      key: string,
+      intervalMs: number,
+      burst: number,
+      now: number,
+    ): Result<[number, number, number], Context>;
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The RateLimit-Policy header value of this route, computed once when the route is added. */
+    rateLimitPolicy?: string;
+  }
+}
+
+type Backend = 'redis' | 'memory';
+
+/** After a Redis error, stay on memory this long before trying Redis again (unless it reconnects first). */
+const BREAKER_MS = 1000;
+
+/** `"name";q=<quota>;w=<window seconds>` per draft-ietf-httpapi-ratelimit-headers. */
+function policyHeader(name: string, max: number, windowMs: number): string {
+  return `"${name}";q=${max};w=${Math.max(1, Math.ceil(windowMs / 1000))}`;
+}
+
+/** Bucket key: the API key id or JWT subject on authenticated routes, else the client address (IPv6 per /64). */
+export function rateLimitKey(request: FastifyRequest): string {
+  const p = request.principal;
+  if (p) return p.kind === 'api_key' ? `k:${p.keyId}` : `s:${p.subject}`;
+  return `ip:${normalizeIP(request.ip, 64)}`;
+}
+
+async function rateLimitPlugin(app: FastifyInstance) {
+  const { config } = app;
+  const burst = config.RATE_LIMIT_BURST ?? config.RATE_LIMIT_MAX_REQUESTS;
+  // @fastify/rate-limit counts `max` per `timeWindow`: give it the bucket's capacity and the time the
+  // bucket takes to refill completely, so `max - current` is the tokens left.
+  const timeWindow = Math.round((burst * config.RATE_LIMIT_WINDOW_MS) / config.RATE_LIMIT_MAX_REQUESTS);
+  const defaultPolicy = policyHeader('default', burst, timeWindow);
+
+  const redis = app.redis;
+  redis?.defineCommand('gcra', { numberOfKeys: 1, lua: GCRA_LUA });
+  const memory = new LRUCache<string, number>({
+    max: config.RATE_LIMIT_MEMORY_MAX_KEYS,
+    ttlAutopurge: false,
+  });
+
+  const decisions = new Counter({
+    name: 'rate_limit_decisions_total',
+    help: 'Rate limit decisions by result and backend.',
+    labelNames: ['result', 'backend'] as const,
+    registers: [app.metrics.registry],
+  });
+  const count = {
+    redis: { allowed: decisions.labels('allowed', 'redis'), limited: decisions.labels('limited', 'redis') },
+    memory: {
+      allowed: decisions.labels('allowed', 'memory'),
+      limited: decisions.labels('limited', 'memory'),
+    },
+  };
+  const backendGauge = new Gauge({
+    name: 'rate_limit_backend',
+    help: 'Which store the rate limiter uses: 1 for the active backend.',
+    labelNames: ['backend'] as const,
+    registers: [app.metrics.registry],
+  });
+
+  let backend: Backend = redis?.status === 'ready' ? 'redis' : 'memory';
+  let redisRetryAt = 0;
+  const publish = () => {
+    backendGauge.set({ backend: 'redis' }, backend === 'redis' ? 1 : 0);
+    backendGauge.set({ backend: 'memory' }, backend === 'memory' ? 1 : 0);
+  };
+  publish();
+  if (redis === null)
+    app.log.info('rate limiter: no Redis configured, using in-memory buckets (per instance)');
+  const switchTo = (next: Backend, err?: unknown) => {
+    if (next === backend) return;
+    backend = next;
+    publish();
+    if (next === 'memory') app.log.warn({ err }, 'rate limiter: Redis unavailable, using in-memory buckets');
+    else app.log.info('rate limiter: back on Redis');
+  };
+  redis?.on('ready', () => {
+    redisRetryAt = 0;
+    switchTo('redis');
+  });
+  redis?.on('close', () => switchTo('memory'));
+
+  function fromMemory(key: string, p: BucketParams): Decision {
+    const now = Date.now();
+    const d = decide(memory.get(key), now, p);
+    if (d.allowed) memory.set(key, d.tat, { ttl: d.ttlMs });
+    count.memory[d.allowed ? 'allowed' : 'limited'].inc();
+    return d;
+  }
+
+  function consume(key: string, p: BucketParams, done: (d: Decision) => void) {
+    if (redis && redis.status === 'ready' && Date.now() >= redisRetryAt) {
+      redis.gcra(key, p.intervalMs, p.burst, 0).then(
+        ([ok, remaining, ttl]) => {
+          if (backend !== 'redis') switchTo('redis');
+          count.redis[ok === 1 ? 'allowed' : 'limited'].inc();
+          done({ allowed: ok === 1, remaining, ttlMs: ttl, tat: 0 });
+        },
+        (err: unknown) => {
+          // Timeouts or errors: decide in memory now, and keep off Redis briefly so nothing queues on it.
+          redisRetryAt = Date.now() + BREAKER_MS;
+          switchTo('memory', err);
+          done(fromMemory(key, p));
+        },
+      );
+      return;
+    }
+    if (backend === 'redis') switchTo('memory');
+    done(fromMemory(key, p));
+  }
+
+  type Callback = (err: Error | null, result: { current: number; ttl: number }) => void;
+
+  /** The custom store @fastify/rate-limit calls once per request; `child` serves per-route overrides. */
+  class TokenBucketStore {
+    /** @fastify/rate-limit constructs the store with its options; children get a per-route namespace. */
+    constructor(
+      _options: unknown,
+      private readonly namespace = 'rl:',
+    ) {}
+
+    incr(key: string, cb: Callback, windowMs: number, max: number) {
+      consume(this.namespace + key, { burst: max, intervalMs: windowMs / max }, (d) =>
+        cb(null, { current: d.allowed ? max - d.remaining : max + 1, ttl: d.ttlMs }),
+      );
+    }
+
+    child(routeOptions: { routeInfo?: { url?: string; method?: string | string[] } }) {
+      const info = routeOptions.routeInfo ?? {};
+      return new TokenBucketStore(routeOptions, `rl:${String(info.method)}:${info.url ?? ''}:`);
+    }
+  }
+
+  // Each route's RateLimit-Policy, computed once.
+  app.addHook('onRoute', (route) => {
+    const rl = route.config?.rateLimit as { max?: number; timeWindow?: number } | false | undefined;
+    if (rl === false) return;
+    const policy =
+      rl && typeof rl.max === 'number' && typeof rl.timeWindow === 'number'
+        ? policyHeader('route', rl.max, rl.timeWindow)
+        : defaultPolicy;
+    route.config = { ...route.config, rateLimitPolicy: policy };
+  });
+
+  await app.register(rateLimit, {
+    global: true,
+    max: burst,
+    timeWindow,
+    hook: 'onRequest',
+    keyGenerator: rateLimitKey,
+    store: TokenBucketStore as never,
+    errorResponseBuilder: (_request, context) =>
+      new HttpProblem(429, 'rate-limited', 'Too Many Requests', {
+        detail: `Rate limit exceeded; retry in ${Math.ceil(context.ttl / 1000)} s.`,
+        extensions: { retryAfter: Math.ceil(context.ttl / 1000) },
+        headers: { 'retry-after': String(Math.ceil(context.ttl / 1000)) },
+      }),
+  });
+
+  // Structured-field headers next to the X-RateLimit-* ones the plugin sets, on every limited response.
+  app.addHook('onSend', (request, reply, payload, done) => {
+    const remaining = reply.getHeader('x-ratelimit-remaining');
+    if (remaining !== undefined) {
+      const policy = request.routeOptions.config.rateLimitPolicy ?? defaultPolicy;
+      const name = policy.slice(0, policy.indexOf(';'));
+      reply.header('ratelimit-policy', policy);
+      reply.header('ratelimit', `${name};r=${remaining};t=${reply.getHeader('x-ratelimit-reset')}`);
+    }
+    done(null, payload);
+  });
+}
+
+export default fp(rateLimitPlugin, { name: 'rate-limit', dependencies: ['redis', 'metrics'] });

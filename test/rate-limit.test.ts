@@ -1,0 +1,343 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { parseList } from 'structured-headers';
+import request from 'supertest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bucketParams, decide, GCRA_LUA } from '../src/lib/token-bucket.js';
+import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.js';
+import { createKey } from './helpers/auth.js';
+import { TEST_REDIS_URL } from './helpers/env.js';
+import { freePort } from './helpers/process.js';
+
+describe('token bucket math (GCRA, injected clock)', () => {
+  const p = bucketParams(5, 5000, 5); // 5 per 5 s: one token per second, capacity 5
+
+  function run(times: number[]) {
+    let tat: number | undefined;
+    return times.map((now) => {
+      const d = decide(tat, now, p);
+      if (d.allowed) tat = d.tat;
+      return d;
+    });
+  }
+
+  it('when an idle client bursts, then exactly B pass and the next waits one interval', () => {
+    const out = run([0, 0, 0, 0, 0, 0]);
+    expect(out.map((d) => d.allowed)).toEqual([true, true, true, true, true, false]);
+    expect(out.map((d) => d.remaining)).toEqual([4, 3, 2, 1, 0, 0]);
+    expect(out[5]?.ttlMs).toBe(1000);
+  });
+
+  it('when the bucket refills, then one token returns per interval, never more than B after idling', () => {
+    const out = run([0, 0, 0, 0, 0, 999, 1000, 1000, 100_000, 100_000, 100_000, 100_000, 100_000, 100_000]);
+    expect(out.map((d) => d.allowed)).toEqual([
+      true,
+      true,
+      true,
+      true,
+      true,
+      false,
+      true,
+      false,
+      true,
+      true,
+      true,
+      true,
+      true,
+      false,
+    ]);
+    expect(out[5]?.ttlMs).toBe(1);
+  });
+
+  it('when a client sends at exactly rate R forever, then it is never rejected', () => {
+    const times = Array.from({ length: 1000 }, (_, i) => i * 1000);
+    expect(run(times).every((d) => d.allowed)).toBe(true);
+  });
+
+  it('when a request is allowed, then ttl is the time until the bucket is full again', () => {
+    expect(run([0, 0])[1]?.ttlMs).toBe(2000);
+  });
+
+  it('when the Lua script runs in real Redis with the same clock, then it decides exactly like the math', async () => {
+    const redis = new Redis(TEST_REDIS_URL);
+    redis.defineCommand('gcra', { numberOfKeys: 1, lua: GCRA_LUA });
+    const key = `test:gcra:${randomUUID()}`;
+    try {
+      let now = 1_800_000_000_000;
+      const times: number[] = [];
+      for (let i = 0; i < 60; i++) {
+        now += [0, 0, 130, 999, 1000, 2500][i % 6] as number;
+        times.push(now);
+      }
+      const expected = run(times);
+      for (const [i, now] of times.entries()) {
+        const [ok, remaining, ttl] = (await redis.gcra(key, p.intervalMs, p.burst, now)) as [
+          number,
+          number,
+          number,
+        ];
+        expect({ allowed: ok === 1, remaining, ttl }).toEqual({
+          allowed: expected[i]?.allowed,
+          remaining: expected[i]?.remaining,
+          ttl: expected[i]?.ttlMs,
+        });
+      }
+      expect(await redis.pttl(key)).toBeGreaterThan(0);
+    } finally {
+      await redis.del(key);
+      redis.disconnect();
+    }
+  });
+});
+
+describe('rate limiting over shared Redis', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(() => db.drop());
+
+  it('when 200 requests race through 3 instances at capacity 100, then exactly 100 pass', async () => {
+    const prefix = `test:${randomUUID().slice(0, 8)}:`;
+    // 100 per hour: no token comes back during the test.
+    const env = { RATE_LIMIT_MAX_REQUESTS: '100', RATE_LIMIT_WINDOW_MS: '3600000' };
+    const apps = await Promise.all([0, 1, 2].map(() => buildTestApp({ db, redisPrefix: prefix, env })));
+    try {
+      const { key } = await createKey(apps[0]!.app, ['items:read']);
+      const statuses = await Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          request(apps[i % 3]!.app.server)
+            .get('/v1/me')
+            .set('x-api-key', key)
+            .then((r) => r.status),
+        ),
+      );
+      expect(statuses.filter((s) => s === 200)).toHaveLength(100);
+      expect(statuses.filter((s) => s === 429)).toHaveLength(100);
+      // Every key the limiter wrote expires.
+      const redis = new Redis(TEST_REDIS_URL);
+      const keys = await redis.keys(`${prefix}rl:*`);
+      expect(keys.length).toBeGreaterThan(0);
+      for (const k of keys) expect(await redis.pttl(k)).toBeGreaterThan(0);
+      redis.disconnect();
+    } finally {
+      await Promise.all(apps.map((a) => a.close()));
+    }
+  });
+
+  describe('one instance with a small bucket', () => {
+    let t: TestApp;
+    beforeAll(async () => {
+      t = await buildTestApp({
+        db,
+        env: { RATE_LIMIT_MAX_REQUESTS: '3', RATE_LIMIT_WINDOW_MS: '60000' },
+        extend: (app) => {
+          app.get('/test/strict', { config: { rateLimit: { max: 2, timeWindow: 30_000 } } }, async () => ({
+            ok: true,
+          }));
+        },
+      });
+    });
+    afterAll(() => t.close());
+
+    it("when one principal exhausts its bucket, then another principal's is untouched", async () => {
+      const a = await createKey(t.app, ['items:read']);
+      const b = await createKey(t.app, ['items:read']);
+      const statusesA = [];
+      for (let i = 0; i < 4; i++)
+        statusesA.push((await request(t.app.server).get('/v1/me').set('x-api-key', a.key)).status);
+      expect(statusesA).toEqual([200, 200, 200, 429]);
+      expect((await request(t.app.server).get('/v1/me').set('x-api-key', b.key)).status).toBe(200);
+    });
+
+    it('when headers are read, then they parse as structured fields and r decreases by one per request', async () => {
+      const k = await createKey(t.app, ['items:read']);
+      const seen: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await request(t.app.server).get('/v1/me').set('x-api-key', k.key);
+        const [policy] = parseList(res.headers['ratelimit-policy'] as string);
+        expect(policy?.[0]).toBe('default');
+        expect(Object.fromEntries(policy?.[1] ?? [])).toEqual({ q: 3, w: 60 });
+        const [limit] = parseList(res.headers.ratelimit as string);
+        expect(limit?.[0]).toBe('default');
+        const params = Object.fromEntries(limit?.[1] ?? []);
+        expect(params.t).toBeGreaterThan(0);
+        seen.push(params.r as number);
+        expect(res.headers['x-ratelimit-limit']).toBe('3');
+        expect(res.headers['x-ratelimit-remaining']).toBe(String(params.r));
+        expect(Number(res.headers['x-ratelimit-reset'])).toBe(params.t);
+      }
+      expect(seen).toEqual([2, 1, 0]);
+    });
+
+    it('when a request is limited, then 429 problem+json with retryAfter and a Retry-After of at least the next token', async () => {
+      const k = await createKey(t.app, ['items:read']);
+      for (let i = 0; i < 3; i++) await request(t.app.server).get('/v1/me').set('x-api-key', k.key);
+      const res = await request(t.app.server).get('/v1/me').set('x-api-key', k.key);
+      expect(res.status).toBe(429);
+      expect(res.headers['content-type']).toBe('application/problem+json; charset=utf-8');
+      expect(res.body).toMatchObject({ type: 'urn:problem-type:rate-limited', status: 429 });
+      // One token per 20 s: the next one is at most 20 s away and never sooner than announced.
+      expect(res.body.retryAfter).toBeGreaterThanOrEqual(19);
+      expect(res.body.retryAfter).toBeLessThanOrEqual(20);
+      expect(res.headers['retry-after']).toBe(String(res.body.retryAfter));
+      expect(Object.fromEntries(parseList(res.headers.ratelimit as string)[0]?.[1] ?? []).r).toBe(0);
+    });
+
+    it('when a route overrides the limit, then it has its own policy and bucket', async () => {
+      const k = await createKey(t.app, ['items:read']);
+      const statuses = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await request(t.app.server).get('/test/strict').set('x-api-key', k.key);
+        statuses.push(res.status);
+        expect(res.headers['ratelimit-policy']).toBe('"route";q=2;w=30');
+      }
+      expect(statuses).toEqual([200, 200, 429]);
+    });
+
+    it('when probes and metrics are hit many times, then they are never limited', async () => {
+      for (let i = 0; i < 8; i++) {
+        for (const path of ['/health', '/ready', '/metrics']) {
+          const res = await request(t.app.server).get(path);
+          expect(res.status).toBe(200);
+          expect(res.headers['x-ratelimit-limit']).toBeUndefined();
+        }
+      }
+    });
+
+    it('when unknown routes are scanned, then they are limited by client address', async () => {
+      const statuses = [];
+      for (let i = 0; i < 5; i++) statuses.push((await request(t.app.server).get(`/scan/${i}`)).status);
+      expect(statuses.slice(0, 2)).toEqual([404, 404]);
+      expect(statuses.at(-1)).toBe(429);
+    });
+
+    it('when decisions are made, then they are counted by result and backend', async () => {
+      const text = (await request(t.app.server).get('/metrics')).text;
+      expect(text).toMatch(/rate_limit_decisions_total\{result="allowed",backend="redis"\} [1-9]/);
+      expect(text).toMatch(/rate_limit_decisions_total\{result="limited",backend="redis"\} [1-9]/);
+      expect(text).toContain('rate_limit_backend{backend="redis"} 1');
+      expect(text).toContain('rate_limit_backend{backend="memory"} 0');
+    });
+  });
+
+  it('when no proxy is trusted, then a forged X-Forwarded-For gives no new bucket', async () => {
+    const t = await buildTestApp({
+      db,
+      env: { RATE_LIMIT_MAX_REQUESTS: '2', RATE_LIMIT_WINDOW_MS: '60000' },
+    });
+    try {
+      const statuses = [];
+      for (let i = 0; i < 4; i++) {
+        statuses.push(
+          (await request(t.app.server).get('/nope').set('x-forwarded-for', `203.0.113.${i}`)).status,
+        );
+      }
+      expect(statuses).toEqual([404, 404, 429, 429]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('when the proxy is trusted, then clients are told apart by address and IPv6 shares a bucket per /64', async () => {
+    const t = await buildTestApp({
+      db,
+      env: { RATE_LIMIT_MAX_REQUESTS: '1', RATE_LIMIT_WINDOW_MS: '60000', TRUST_PROXY: '1' },
+    });
+    try {
+      const from = async (ip: string) =>
+        (await request(t.app.server).get('/nope').set('x-forwarded-for', ip)).status;
+      expect(await from('203.0.113.1')).toBe(404);
+      expect(await from('203.0.113.2')).toBe(404);
+      expect(await from('203.0.113.1')).toBe(429);
+      expect(await from('2001:db8:1:2::1')).toBe(404);
+      expect(await from('2001:db8:1:2:ffff::9')).toBe(429); // same /64
+      expect(await from('2001:db8:1:3::1')).toBe(404); // next /64
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('rate limiting when Redis dies and returns', () => {
+  let redisProcess: ChildProcess | undefined;
+  let port: number;
+
+  const startRedis = async () => {
+    redisProcess = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      {
+        stdio: 'ignore',
+      },
+    );
+    const probe = new Redis({ port, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    probe.on('error', () => {});
+    for (let i = 0; i < 100; i++) {
+      if (
+        await probe.connect().then(
+          () => true,
+          () => false,
+        )
+      )
+        break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    probe.disconnect();
+  };
+
+  afterAll(() => {
+    redisProcess?.kill('SIGKILL');
+  });
+
+  it('when Redis is killed mid-load, then the memory buckets take over with no 5xx and no slow request, then Redis takes back', async () => {
+    port = await freePort();
+    await startRedis();
+    const t = await buildTestApp({
+      redis: false,
+      env: {
+        REDIS_URL: `redis://127.0.0.1:${port}`,
+        RATE_LIMIT_MAX_REQUESTS: '100000',
+        RATE_LIMIT_WINDOW_MS: '1000',
+      },
+    });
+    try {
+      const { key } = await createKey(t.app, ['items:read']);
+      const timings: { status: number; ms: number }[] = [];
+      const hit = async () => {
+        const started = performance.now();
+        const res = await request(t.app.server).get('/v1/me').set('x-api-key', key);
+        timings.push({ status: res.status, ms: performance.now() - started });
+      };
+      for (let i = 0; i < 20; i++) await hit();
+      redisProcess?.kill('SIGKILL');
+      await new Promise((r) => redisProcess?.once('exit', r));
+      for (let i = 0; i < 50; i++) await hit();
+      let metrics = (await request(t.app.server).get('/metrics')).text;
+      expect(metrics).toContain('rate_limit_backend{backend="memory"} 1');
+      expect(metrics).toMatch(/rate_limit_decisions_total\{result="allowed",backend="memory"\} [1-9]/);
+
+      await startRedis();
+      const started = Date.now();
+      while (!metrics.includes('rate_limit_backend{backend="redis"} 1') && Date.now() - started < 10_000) {
+        await hit();
+        await new Promise((r) => setTimeout(r, 100));
+        metrics = (await request(t.app.server).get('/metrics')).text;
+      }
+      expect(metrics).toContain('rate_limit_backend{backend="redis"} 1');
+      for (let i = 0; i < 10; i++) await hit();
+
+      expect(timings.filter((x) => x.status >= 500)).toEqual([]);
+      expect(timings.every((x) => x.status === 200)).toBe(true);
+      expect(Math.max(...timings.map((x) => x.ms))).toBeLessThan(100);
+      const warnings = t.logs.lines.filter(
+        (l) => l.msg === 'rate limiter: Redis unavailable, using in-memory buckets',
+      );
+      expect(warnings).toHaveLength(1);
+      expect(t.logs.lines.some((l) => l.msg === 'rate limiter: back on Redis')).toBe(true);
+    } finally {
+      await t.close();
+    }
+  });
+});
