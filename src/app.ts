@@ -10,7 +10,9 @@ import apiKeysRoutes from './modules/api-keys/api-keys-routes.js';
 import authRoutes from './modules/auth/auth-routes.js';
 import jwksRoutes from './modules/auth/jwks-routes.js';
 import healthRoutes from './modules/health/health-routes.js';
+import itemsRoutes from './modules/items/items-routes.js';
 import auth from './plugins/auth.js';
+import cache from './plugins/cache.js';
 import errorHandler from './plugins/error-handler.js';
 import metrics, { metricsRoutes } from './plugins/metrics.js';
 import openapi, { openapiRoutes } from './plugins/openapi.js';
@@ -73,6 +75,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(pubsub);
   await app.register(metrics);
   await app.register(auth);
+  await app.register(cache);
 
   // 3. Edge: security headers, CORS, load shedding, rate limiting, errors as problem+json, OpenAPI.
   await app.register(securityHeaders);
@@ -102,9 +105,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // 5. /v1: every route authenticated (then rate limited), guards declared per route with requireScope.
   await app.register(
     async (v1) => {
-      v1.addHook('onRequest', async (request) => v1.auth.authenticate(request));
+      v1.addHook('onRequest', async (request, reply) => {
+        await v1.auth.authenticate(request);
+        reply.header('cache-control', 'private'); // per-principal: shared caches must not keep it
+      });
       await v1.register(authRoutes);
       await v1.register(apiKeysRoutes);
+      await v1.register(itemsRoutes);
     },
     { prefix: '/v1' },
   );

@@ -116,6 +116,10 @@ const EnvSchema = z.object({
   RATE_LIMIT_BURST: int(1, 1_000_000).optional(),
   RATE_LIMIT_MEMORY_MAX_KEYS: int(100, 10_000_000).default(100_000),
 
+  CACHE_DEFAULT_TTL: int(1, 86_400).default(300),
+  CACHE_MAX_ITEMS: int(1, 10_000_000).default(1000),
+  CACHE_MAX_BYTES: int(1024, 4 * 1024 * 1024 * 1024).default(50 * 1024 * 1024),
+
   CORS_ORIGINS: list.default([]),
   TRUST_PROXY: trustProxy.default(false),
   BODY_LIMIT: int(1024, 100 * 1024 * 1024).default(1024 * 1024),

@@ -1,7 +1,8 @@
 // Owns the admin endpoints for API keys: create (secret shown once), list (never secrets), revoke.
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { HttpProblem, notFound } from '../../lib/problem.js';
+import { decodeCursor, encodeCursor, PG_TIMESTAMPTZ } from '../../lib/cursor.js';
+import { notFound } from '../../lib/problem.js';
 import { security } from '../../plugins/openapi.js';
 import { createApiKeysRepository } from './api-keys-repository.js';
 import {
@@ -12,20 +13,6 @@ import {
   ListApiKeysQuery,
 } from './api-keys-schemas.js';
 import { issueApiKey, toApiKeyDto } from './api-keys-service.js';
-
-const PG_TIMESTAMPTZ = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d(:\d\d){0,2}$/;
-
-/** Opaque to clients: base64url of [created_at (Postgres text, microseconds), id]. */
-function decodeCursor(cursor: string): { cursorAt: string; id: string } {
-  try {
-    const [cursorAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as [unknown, unknown];
-    if (typeof cursorAt !== 'string' || !PG_TIMESTAMPTZ.test(cursorAt)) throw new Error('bad cursor');
-    if (typeof id !== 'string' || !/^[0-9a-f]{16}$/.test(id)) throw new Error('bad cursor');
-    return { cursorAt, id };
-  } catch {
-    throw new HttpProblem(400, 'validation-error', 'Validation Failed', { detail: 'Invalid cursor.' });
-  }
-}
 
 export default async function apiKeysRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
@@ -66,13 +53,14 @@ export default async function apiKeysRoutes(fastify: FastifyInstance) {
     },
     async (request) => {
       const { limit, cursor } = request.query;
-      const rows = await repo.list({ limit: limit + 1, ...(cursor ? { before: decodeCursor(cursor) } : {}) });
+      const before = cursor ? decodeCursor(cursor, [PG_TIMESTAMPTZ, /^[0-9a-f]{16}$/]) : undefined;
+      const rows = await repo.list({
+        limit: limit + 1,
+        ...(before ? { before: { cursorAt: before[0] as string, id: before[1] as string } } : {}),
+      });
       const page = rows.slice(0, limit);
       const last = page.at(-1);
-      const next =
-        rows.length > limit && last
-          ? Buffer.from(JSON.stringify([last.cursorAt, last.id])).toString('base64url')
-          : null;
+      const next = rows.length > limit && last ? encodeCursor([last.cursorAt, last.id]) : null;
       return { items: page.map(toApiKeyDto), next };
     },
   );

@@ -1,0 +1,165 @@
+// Owns /v1/items: the example resource. Owner-scoped CRUD, keyset pages, ETags, idempotent POST, cached GETs.
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { decodeCursor, encodeCursor, PG_TIMESTAMPTZ } from '../../lib/cursor.js';
+import { etagOf, matches, versionFromIfMatch } from '../../lib/etag.js';
+import { HttpProblem, notFound } from '../../lib/problem.js';
+import { security } from '../../plugins/openapi.js';
+import { createItemsRepository } from './items-repository.js';
+import {
+  CreateItemBody,
+  CreateItemHeaders,
+  Item,
+  ItemIdParams,
+  ItemList,
+  ListItemsQuery,
+  UpdateItemBody,
+} from './items-schemas.js';
+import { createItem, toItem } from './items-service.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const tags = ['items'];
+
+/** Every response of one owner shares a cache tag: any write by that owner invalidates them all. */
+const ownerTag = (request: FastifyRequest) => `items:${request.principal?.subject}`;
+
+const preconditionFailed = () =>
+  new HttpProblem(412, 'precondition-failed', 'Precondition Failed', {
+    detail: 'The item changed since you read it (If-Match does not match its ETag).',
+  });
+
+export default async function itemsRoutes(fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  const repo = createItemsRepository(app.db);
+  const canRead = app.requireScope('items:read');
+  const canWrite = app.requireScope('items:write');
+  const owner = (request: FastifyRequest) => request.principal!.subject;
+
+  // PATCH bodies may be sent as JSON merge patch (RFC 7396), parsed like JSON.
+  app.addContentTypeParser(
+    'application/merge-patch+json',
+    { parseAs: 'string' },
+    app.getDefaultJsonParser('error', 'error'),
+  );
+
+  // Expired idempotency keys are deleted hourly by whichever instance gets there.
+  const sweep = setInterval(() => {
+    repo
+      .deleteExpiredIdempotencyKeys()
+      .catch((err: unknown) => app.log.warn({ err }, 'idempotency sweep failed'));
+  }, 3_600_000);
+  sweep.unref();
+  app.addHook('onClose', async () => clearInterval(sweep));
+
+  app.post(
+    '/items',
+    {
+      preHandler: canWrite,
+      schema: { tags, security, headers: CreateItemHeaders, body: CreateItemBody, response: { 201: Item } },
+    },
+    async (request, reply) => {
+      const created = await createItem(
+        app.db,
+        owner(request),
+        request.body,
+        request.headers['idempotency-key'],
+      );
+      if (!created.replayed) await app.cache.invalidate(ownerTag(request));
+      if (created.replayed) reply.header('idempotent-replayed', 'true');
+      return reply
+        .code(201)
+        .header('location', created.location)
+        .header('etag', etagOf(created.item.version))
+        .send(created.item);
+    },
+  );
+
+  app.get(
+    '/items/:id',
+    {
+      preHandler: canRead,
+      config: { cache: { tag: ownerTag } },
+      schema: { tags, security, params: ItemIdParams, response: { 200: Item, 304: z.null() } },
+    },
+    async (request, reply) => {
+      const row = await repo.findById(owner(request), request.params.id);
+      // Another owner's item is indistinguishable from a missing one.
+      if (row === null) throw notFound('No item with this id.');
+      const etag = etagOf(row.version);
+      reply.header('etag', etag);
+      // 304 carries no body (Node drops it); the null only satisfies the schema.
+      if (matches(request.headers['if-none-match'], etag)) return reply.code(304).send(null);
+      return toItem(row);
+    },
+  );
+
+  app.get(
+    '/items',
+    {
+      preHandler: canRead,
+      config: { cache: { tag: ownerTag } },
+      schema: { tags, security, querystring: ListItemsQuery, response: { 200: ItemList } },
+    },
+    async (request) => {
+      const { limit, cursor, order, tag, namePrefix } = request.query;
+      // The order is part of the cursor, so a page of one order is never continued in the other.
+      const after = cursor ? decodeCursor(cursor, [/^(newest|oldest)$/, PG_TIMESTAMPTZ, UUID]) : undefined;
+      if (after && after[0] !== order)
+        throw new HttpProblem(400, 'validation-error', 'Validation Failed', {
+          detail: 'The cursor belongs to another order.',
+        });
+      const rows = await repo.list(owner(request), {
+        limit: limit + 1,
+        order,
+        ...(after ? { after: { cursorAt: after[1] as string, id: after[2] as string } } : {}),
+        ...(tag === undefined ? {} : { tag }),
+        ...(namePrefix === undefined ? {} : { namePrefix }),
+      });
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      return {
+        items: page.map(toItem),
+        next: rows.length > limit && last ? encodeCursor([order, last.cursorAt, last.id]) : null,
+      };
+    },
+  );
+
+  app.patch(
+    '/items/:id',
+    {
+      preHandler: canWrite,
+      schema: { tags, security, params: ItemIdParams, body: UpdateItemBody, response: { 200: Item } },
+    },
+    async (request, reply) => {
+      const expected = versionFromIfMatch(request.headers['if-match']);
+      if (expected === 'invalid') throw preconditionFailed();
+      const version = typeof expected === 'number' ? expected : undefined;
+      const row = await repo.update(owner(request), request.params.id, request.body, version);
+      if (row === null) {
+        if (version !== undefined && (await repo.exists(owner(request), request.params.id)))
+          throw preconditionFailed();
+        throw notFound('No item with this id.');
+      }
+      await app.cache.invalidate(ownerTag(request));
+      return reply.header('etag', etagOf(row.version)).send(toItem(row));
+    },
+  );
+
+  app.delete(
+    '/items/:id',
+    { preHandler: canWrite, schema: { tags, security, params: ItemIdParams } },
+    async (request, reply) => {
+      const expected = versionFromIfMatch(request.headers['if-match']);
+      if (expected === 'invalid') throw preconditionFailed();
+      const version = typeof expected === 'number' ? expected : undefined;
+      if (!(await repo.delete(owner(request), request.params.id, version))) {
+        if (version !== undefined && (await repo.exists(owner(request), request.params.id)))
+          throw preconditionFailed();
+        throw notFound('No item with this id.');
+      }
+      await app.cache.invalidate(ownerTag(request));
+      return reply.code(204).send();
+    },
+  );
+}
