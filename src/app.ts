@@ -93,7 +93,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   // Token buckets keyed by principal: its per-route hook runs after the /v1 context's auth hook.
   await app.register(rateLimit);
-  await app.register(errorHandler, { notFoundPreHandler: app.rateLimit() });
+  await app.register(errorHandler, {
+    ...(config.RATE_LIMIT_ENABLED ? { notFoundPreHandler: app.rateLimit() } : {}),
+  });
   await app.register(openapi);
 
   // 4. Public routes: no auth; probes and metrics opt out of rate limiting.

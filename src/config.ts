@@ -111,6 +111,7 @@ const EnvSchema = z.object({
   API_KEY_CACHE_TTL_MS: int(0, 5000).default(5000),
   AUTH_FAILURE_AUDIT_THRESHOLD: int(1, 100_000).default(10),
 
+  RATE_LIMIT_ENABLED: bool.default(true),
   RATE_LIMIT_MAX_REQUESTS: int(1, 1_000_000).default(100),
   RATE_LIMIT_WINDOW_MS: int(1, 86_400_000).default(60_000),
   RATE_LIMIT_BURST: int(1, 1_000_000).optional(),

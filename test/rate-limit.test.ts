@@ -341,3 +341,24 @@ describe('rate limiting when Redis dies and returns', () => {
     }
   });
 });
+
+describe('rate limiting switched off', () => {
+  it('when RATE_LIMIT_ENABLED=false, then no route is limited and no limit headers are sent', async () => {
+    const t = await buildTestApp({
+      redis: false,
+      env: { RATE_LIMIT_ENABLED: 'false', RATE_LIMIT_MAX_REQUESTS: '1' },
+    });
+    try {
+      const key = await createKey(t.app, ['items:read']);
+      for (let i = 0; i < 3; i++) {
+        const res = await request(t.app.server).get('/v1/me').set('x-api-key', key.key);
+        expect(res.status).toBe(200);
+        expect(res.headers['x-ratelimit-limit']).toBeUndefined();
+        expect(res.headers.ratelimit).toBeUndefined();
+      }
+      for (let i = 0; i < 3; i++) expect((await request(t.app.server).get('/nope')).status).toBe(404);
+    } finally {
+      await t.close();
+    }
+  });
+});

@@ -163,7 +163,8 @@ async function rateLimitPlugin(app: FastifyInstance) {
   });
 
   await app.register(rateLimit, {
-    global: true,
+    // Off: routes are not limited (for deployments whose gateway limits), app.rateLimit() stays usable.
+    global: config.RATE_LIMIT_ENABLED,
     max: burst,
     timeWindow,
     hook: 'onRequest',
