@@ -68,6 +68,18 @@ describe('response cache', () => {
     expect((await get(alice, `/v1/items/${item.id}`)).status).toBe(404);
   });
 
+  it('when the client sends Cache-Control: no-cache, then the origin answers and refreshes the cache', async () => {
+    const { body: item } = await request(t.app.server)
+      .post('/v1/items')
+      .set('x-api-key', alice)
+      .send({ name: 'fresh' });
+    await get(alice, `/v1/items/${item.id}`);
+    const bypass = await get(alice, `/v1/items/${item.id}`).set('cache-control', 'no-cache');
+    expect(bypass.headers['x-cache']).toBe('MISS');
+    expect(bypass.body.name).toBe('fresh');
+    expect((await get(alice, `/v1/items/${item.id}`)).headers['x-cache']).toBe('HIT');
+  });
+
   it('when a response is an error, then it is never cached', async () => {
     const id = randomUUID();
     const first = await get(alice, `/v1/items/${id}`);

@@ -120,7 +120,9 @@ async function cachePlugin(app: FastifyInstance) {
     const tag = options.tag(request);
     const key = `cache:${tag}:${await generation(tag)}:${principal.subject}:${request.url}`;
 
-    const local = memory.get(key);
+    // `Cache-Control: no-cache` from the client: go to the origin (the fresh result refills the cache).
+    const bypass = request.headers['cache-control']?.includes('no-cache') === true;
+    const local = bypass ? undefined : memory.get(key);
     if (local) {
       count.memoryHit.inc();
       return send(request, reply, local, 'HIT');
@@ -128,7 +130,7 @@ async function cachePlugin(app: FastifyInstance) {
     count.memoryMiss.inc();
 
     // Single flight across both tiers: the first miss claims the key, later ones wait for its result.
-    const pending = inflight.get(key);
+    const pending = bypass ? undefined : inflight.get(key);
     if (pending) {
       const entry = await pending;
       if (entry) return send(request, reply, entry, 'HIT');
@@ -143,7 +145,7 @@ async function cachePlugin(app: FastifyInstance) {
       }),
     );
 
-    if (redis && redisUsable()) {
+    if (!bypass && redis && redisUsable()) {
       try {
         const [[, raw], [, pttl]] = (await redis.multi().get(key).pttl(key).exec()) as [
           [null, string | null],
