@@ -69,6 +69,8 @@ const trustProxy = z.string().transform((v, ctx): boolean | number | string[] =>
 
 const EnvSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  /** Reported by /health and app_build_info; the image sets it at build time. Defaults to package.json. */
+  APP_VERSION: z.string().min(1).max(100).optional(),
   SERVICE_NAME: z
     .string()
     .regex(/^[a-z0-9-]{1,63}$/)
@@ -159,9 +161,12 @@ export class ConfigError extends Error {
 
 type Source = Record<string, string | undefined>;
 
-/** Loads ./.env when present with Node's own loader; variables already set win. */
+/**
+ * Loads ./.env when present with Node's own loader; variables already set win. Never in production,
+ * where configuration comes from the environment the platform sets, not from a stray file.
+ */
 export function loadDotEnv(path = '.env'): void {
-  if (existsSync(path)) process.loadEnvFile(path);
+  if (process.env.NODE_ENV !== 'production' && existsSync(path)) process.loadEnvFile(path);
 }
 
 /** Reads <NAME>_FILE for every secret; setting both forms, or an unreadable file, is a problem. */
@@ -186,12 +191,21 @@ function resolveSecretFiles(env: Source, problems: string[]): Source {
 const TRUE_VALUES = new Set(['true', '1', 'yes']);
 const splitList = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim());
 
+export interface LoadOptions {
+  /** For tools that never sign or verify tokens (migrations): the JWT guardrails do not apply. */
+  withoutJwt?: boolean;
+}
+
 /** Checked on the raw values, so they are reported even when other variables fail to parse. */
-function productionProblems(input: Source): string[] {
+function productionProblems(input: Source, options: LoadOptions): string[] {
   const problems: string[] = [];
   const secret = input.JWT_SECRET;
   const optIns = splitList(input.ALLOW_IN_PRODUCTION);
-  if (secret === undefined) problems.push('JWT_SECRET is required in production');
+  // RS256/ES256 sign with key files: a shared secret is then neither needed nor checked.
+  const symmetric = (input.JWT_ALGORITHM ?? 'HS256') === 'HS256';
+  if (options.withoutJwt || !symmetric) {
+    // nothing to check
+  } else if (secret === undefined) problems.push('JWT_SECRET is required in production');
   else if (PLACEHOLDER_SECRETS.has(secret.toLowerCase()))
     problems.push('JWT_SECRET is a known placeholder value');
   else if (Buffer.byteLength(secret) < 32) problems.push('JWT_SECRET must be at least 32 bytes');
@@ -214,7 +228,7 @@ function productionProblems(input: Source): string[] {
  * Parses the environment once. Throws ConfigError listing every problem at once; messages name
  * variables and never echo a value.
  */
-export function loadConfig(env: Source = process.env): Config {
+export function loadConfig(env: Source = process.env, options: LoadOptions = {}): Config {
   const problems: string[] = [];
   const resolved = resolveSecretFiles(env, problems);
   // Empty strings mean "unset", as in most .env conventions.
@@ -231,7 +245,7 @@ export function loadConfig(env: Source = process.env): Config {
       problems.push(`${name}: ${issue.message}`);
     }
   }
-  if (input.NODE_ENV === 'production') problems.push(...productionProblems(input));
+  if (input.NODE_ENV === 'production') problems.push(...productionProblems(input, options));
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
 
   const e = parsed.data;
@@ -246,7 +260,11 @@ export function loadConfig(env: Source = process.env): Config {
   };
   if (config.JWT_ALGORITHM === 'HS256') {
     if (!isProduction) config.JWT_SECRET ??= DEVELOPMENT_JWT_SECRET;
-  } else if (config.JWT_PUBLIC_KEY_FILES.length === 0 && config.JWT_PRIVATE_KEY_FILE === undefined) {
+  } else if (
+    !options.withoutJwt &&
+    config.JWT_PUBLIC_KEY_FILES.length === 0 &&
+    config.JWT_PRIVATE_KEY_FILE === undefined
+  ) {
     problems.push(
       `JWT_PUBLIC_KEY_FILES or JWT_PRIVATE_KEY_FILE is required with JWT_ALGORITHM=${config.JWT_ALGORITHM}`,
     );

@@ -195,3 +195,37 @@ describe('config: the process refuses to start', () => {
     expect(result.stderr).not.toContain('hunter2hunter2');
   });
 });
+
+describe('config: JWT modes and tools', () => {
+  it('when RS256 is configured with a key file, then production needs no JWT_SECRET', () => {
+    const c = loadConfig({
+      NODE_ENV: 'production',
+      DATABASE_URL: 'postgres://app:pw@db:5432/app',
+      JWT_ALGORITHM: 'RS256',
+      JWT_PUBLIC_KEY_FILES: 'package.json',
+    });
+    expect(c.JWT_SECRET).toBeUndefined();
+  });
+
+  it('when RS256 is configured without key files, then it is an error in every environment', () => {
+    expect(problemsOf({ JWT_ALGORITHM: 'RS256' })).toEqual([
+      'JWT_PUBLIC_KEY_FILES or JWT_PRIVATE_KEY_FILE is required with JWT_ALGORITHM=RS256',
+    ]);
+  });
+
+  it('when a tool that never touches tokens loads production config, then the JWT guardrails are skipped, the others not', () => {
+    expect(() =>
+      loadConfig(
+        { NODE_ENV: 'production', DATABASE_URL: 'postgres://app:pw@db:5432/app' },
+        { withoutJwt: true },
+      ),
+    ).not.toThrow();
+    expect(() => loadConfig({ NODE_ENV: 'production' }, { withoutJwt: true })).toThrow(
+      /DATABASE_URL is required/,
+    );
+  });
+
+  it('when APP_VERSION is set, then it is part of the config', () => {
+    expect(loadConfig({ APP_VERSION: '1.2.3+abc' }).APP_VERSION).toBe('1.2.3+abc');
+  });
+});

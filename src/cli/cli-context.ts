@@ -1,5 +1,5 @@
 // Owns what every CLI command starts from: config from the environment and a database URL (real or embedded).
-import { type Config, ConfigError, loadConfig, loadDotEnv } from '../config.js';
+import { type Config, ConfigError, type LoadOptions, loadConfig, loadDotEnv } from '../config.js';
 import { startEmbeddedPostgres } from '../lib/embedded-postgres.js';
 
 export interface CliContext {
@@ -14,11 +14,11 @@ export function fail(message: string, code = 1): never {
   process.exit(code);
 }
 
-export async function cliContext(): Promise<CliContext> {
+export async function cliContext(options: LoadOptions = {}): Promise<CliContext> {
   loadDotEnv();
   let config: Config;
   try {
-    config = loadConfig();
+    config = loadConfig(process.env, options);
   } catch (err) {
     if (err instanceof ConfigError) fail(err.message, 78);
     throw err;

@@ -26,7 +26,8 @@ async function main() {
   const count = flags.count === undefined ? undefined : Number(flags.count);
   if (count !== undefined && (!Number.isInteger(count) || count < 1))
     fail('--count must be a positive integer', 2);
-  const ctx = await cliContext();
+  // Migrations never touch tokens: the migration Job needs no JWT secret.
+  const ctx = await cliContext({ withoutJwt: true });
   try {
     const applied = await migrate({
       databaseUrl: ctx.databaseUrl,

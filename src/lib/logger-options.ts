@@ -1,6 +1,7 @@
 // Owns the pino options Fastify's logger is built with: JSON shape, redaction, request ids.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import { type DestinationStream, type LoggerOptions, stdTimeFunctions } from 'pino';
 import type { Config } from '../config.js';
 
@@ -39,7 +40,8 @@ export function buildLoggerOptions(config: Config): LoggerOptions {
     formatters: { level: (label) => ({ level: label }) },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
   };
-  if (config.LOG_PRETTY) {
+  // pino-pretty is a dev dependency: an image without it logs JSON instead of failing to start.
+  if (config.LOG_PRETTY && hasPinoPretty()) {
     options.transport = {
       target: 'pino-pretty',
       options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' },
@@ -49,3 +51,12 @@ export function buildLoggerOptions(config: Config): LoggerOptions {
 }
 
 export type LogDestination = DestinationStream;
+
+function hasPinoPretty(): boolean {
+  try {
+    createRequire(import.meta.url).resolve('pino-pretty');
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -5,4 +5,5 @@ const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.ur
   version: string;
 };
 
-export const APP_VERSION: string = process.env.APP_VERSION ?? pkg.version;
+/** package.json's version; APP_VERSION (config) overrides it where the config is at hand. */
+export const PACKAGE_VERSION: string = pkg.version;

@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import { APP_VERSION } from '../lib/version.js';
+import { PACKAGE_VERSION } from '../lib/version.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -47,7 +47,14 @@ async function metricsPlugin(app: FastifyInstance) {
     help: 'Build information; always 1.',
     labelNames: ['version', 'node_version', 'service'] as const,
     registers: [registry],
-  }).set({ version: APP_VERSION, node_version: process.version, service: app.config.SERVICE_NAME }, 1);
+  }).set(
+    {
+      version: app.config.APP_VERSION ?? PACKAGE_VERSION,
+      node_version: process.version,
+      service: app.config.SERVICE_NAME,
+    },
+    1,
+  );
 
   const pool = app.db;
   new Gauge({

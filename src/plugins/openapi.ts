@@ -5,7 +5,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { jsonSchemaTransform } from 'fastify-type-provider-zod';
-import { APP_VERSION } from '../lib/version.js';
+import { PACKAGE_VERSION } from '../lib/version.js';
 
 /** OpenAPI `security` for authenticated routes: a bearer JWT or API key, or an X-API-Key header. */
 export const security: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKey: [] }];
@@ -16,7 +16,7 @@ async function openapiPlugin(app: FastifyInstance) {
       openapi: '3.1.0',
       info: {
         title: `${app.config.SERVICE_NAME} API`,
-        version: APP_VERSION,
+        version: app.config.APP_VERSION ?? PACKAGE_VERSION,
         description: 'Errors are application/problem+json (RFC 9457).',
       },
       components: {

@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { APP_VERSION } from '../../lib/version.js';
+import { PACKAGE_VERSION } from '../../lib/version.js';
 
 const CHECK_TIMEOUT_MS = 1000;
 const READY_CACHE_MS = 1000;
@@ -43,7 +43,7 @@ export default async function healthRoutes(fastify: FastifyInstance) {
     { config: opsConfig, schema: { tags: ['ops'], response: { 200: HealthResponse } } },
     async () => ({
       status: 'ok' as const,
-      version: APP_VERSION,
+      version: app.config.APP_VERSION ?? PACKAGE_VERSION,
       uptimeSeconds: Math.round(process.uptime()),
     }),
   );

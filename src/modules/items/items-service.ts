@@ -45,6 +45,13 @@ export async function createItem(
   // The validated body, so equivalent JSON (other key order, whitespace) hashes the same.
   const requestHash = createHash('sha256').update(JSON.stringify(body)).digest();
   const client = await pool.connect();
+  let broken: Error | undefined;
+  // A checked-out client has no pool listener: without this, a connection dropped between two
+  // statements (failover, pg_terminate_backend) would be an unhandled 'error' and crash the process.
+  const onError = (err: Error) => {
+    broken = err;
+  };
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     const repo = createItemsRepository(client);
@@ -70,9 +77,13 @@ export async function createItem(
     await client.query('COMMIT');
     return { item, location, replayed: false };
   } catch (err) {
+    // Our own answers (409/422) leave the connection healthy; anything else may not have.
+    if (!(err instanceof HttpProblem)) broken = err instanceof Error ? err : new Error(String(err));
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
-    client.release();
+    // A connection that failed mid-transaction is destroyed, not returned to the pool.
+    client.off('error', onError);
+    client.release(broken);
   }
 }

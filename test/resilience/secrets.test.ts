@@ -1,0 +1,70 @@
+import request from 'supertest';
+import { describe, expect, it } from 'vitest';
+import { buildTestApp } from '../helpers/app.js';
+import { createKey, signToken } from '../helpers/auth.js';
+
+describe('secrets never leak', () => {
+  it('when requests carry a bearer token, an API key and a password, then none of them appears in logs, metrics or responses', async () => {
+    const t = await buildTestApp();
+    try {
+      const { key } = await createKey(t.app, ['items:read', 'items:write']);
+      const token = signToken(t.app, { sub: 'leaky' });
+      const password = 'correct-horse-battery-staple-42';
+      const bodies: string[] = [];
+      const collect = (res: request.Response) => {
+        bodies.push(res.text, JSON.stringify(res.headers));
+        return res;
+      };
+      collect(await request(t.app.server).get('/v1/me').set('authorization', `Bearer ${token}`));
+      collect(await request(t.app.server).get('/v1/me').set('x-api-key', key));
+      collect(
+        await request(t.app.server).post('/v1/items').set('x-api-key', key).send({ name: 'x', password }),
+      );
+      collect(
+        await request(t.app.server)
+          .post('/v1/items')
+          .set('x-api-key', key)
+          .send({ name: 'x', secret: password, token }),
+      );
+      collect(await request(t.app.server).get(`/v1/me?access_token=${token}&api_key=${key}`));
+      collect(await request(t.app.server).get('/v1/me').set('x-api-key', `${key}x`));
+      collect(await request(t.app.server).post('/v1/auth/revoke').set('x-api-key', key).send({ token }));
+      const metrics = (await request(t.app.server).get('/metrics')).text;
+      const haystacks = { logs: t.logs.text(), metrics, responses: bodies.join('\n') };
+      const secret = key.split('_')[2] as string;
+      for (const [where, text] of Object.entries(haystacks)) {
+        for (const needle of [token, key, secret, password])
+          expect(text.includes(needle), `${where} contains a secret`).toBe(false);
+      }
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('when the database URL carries a password and the database is unreachable, then the password is in no log line or response', async () => {
+    const dbPassword = 'pg-password-do-not-print';
+    const t = await buildTestApp({
+      redis: false,
+      env: {
+        DATABASE_URL: `postgres://app:${dbPassword}@127.0.0.1:1/app`,
+        DATABASE_CONNECT_TIMEOUT_MS: '200',
+      },
+    });
+    try {
+      const responses = [
+        await request(t.app.server).get('/ready'),
+        await request(t.app.server)
+          .get('/v1/me')
+          .set('x-api-key', 'sk_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'),
+        await request(t.app.server).get('/metrics'),
+      ];
+      expect(responses[0]?.status).toBe(503);
+      expect(responses[1]?.status).toBe(503);
+      const text = t.logs.text() + responses.map((r) => r.text + JSON.stringify(r.headers)).join('\n');
+      expect(text).not.toContain(dbPassword);
+      expect(t.logs.text()).toContain('database'); // the failure itself is logged
+    } finally {
+      await t.close();
+    }
+  });
+});
