@@ -88,3 +88,38 @@ describe('readiness when a dependency is missing or down', () => {
     }
   });
 });
+
+describe('readiness as metrics', () => {
+  it('when scraped, then app_ready and app_dependency_up report what /ready reports', async () => {
+    const t = await buildTestApp();
+    try {
+      const text = (await request(t.app.server).get('/metrics')).text;
+      expect(text).toContain('app_ready 1');
+      expect(text).toContain('app_dependency_up{dependency="database"} 1');
+      expect(text).toContain('app_dependency_up{dependency="redis"} 1');
+      t.app.lifecycle.draining = true;
+      expect((await request(t.app.server).get('/metrics')).text).toContain('app_ready 0');
+      t.app.lifecycle.draining = false;
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('when Postgres is unreachable, then app_ready is 0 and the database dependency is down', async () => {
+    const db = await createTestDatabase();
+    const t = await buildTestApp({
+      db,
+      redis: false,
+      env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none', DATABASE_CONNECT_TIMEOUT_MS: '300' },
+    });
+    try {
+      const text = (await request(t.app.server).get('/metrics')).text;
+      expect(text).toContain('app_ready 0');
+      expect(text).toContain('app_dependency_up{dependency="database"} 0');
+      expect(text).not.toContain('app_dependency_up{dependency="redis"}');
+    } finally {
+      await t.close();
+      await db.drop();
+    }
+  });
+});

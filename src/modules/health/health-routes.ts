@@ -1,6 +1,7 @@
 // Owns liveness (/health) and readiness (/ready): public, never authenticated or rate limited.
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { Gauge } from 'prom-client';
 import { z } from 'zod';
 import { PACKAGE_VERSION } from '../../lib/version.js';
 
@@ -70,8 +71,35 @@ export default async function healthRoutes(fastify: FastifyInstance) {
     return { status: database === 'ok' ? 'ready' : 'not_ready', checks: { database, redis } };
   }
 
-  // Probes from many sources (kubelet, load balancers) share one check per READY_CACHE_MS.
+  // Probes from many sources (kubelet, load balancers, the metrics scrape) share one check per READY_CACHE_MS.
   let cached: { at: number; result: Promise<Ready> } | undefined;
+  const readiness = (): Promise<Ready> => {
+    const now = Date.now();
+    if (cached === undefined || now - cached.at >= READY_CACHE_MS) cached = { at: now, result: check() };
+    return cached.result;
+  };
+
+  // The same answer as /ready, for alerting: evaluated when Prometheus scrapes.
+  new Gauge({
+    name: 'app_ready',
+    help: '1 when /ready would answer 200 (database reachable, not shutting down), else 0.',
+    registers: [app.metrics.registry],
+    async collect() {
+      this.set(!app.lifecycle.draining && (await readiness()).status === 'ready' ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'app_dependency_up',
+    help: '1 when a dependency answers its readiness ping; redis is absent when not configured.',
+    labelNames: ['dependency'] as const,
+    registers: [app.metrics.registry],
+    async collect() {
+      const { checks } = await readiness();
+      if (!checks) return;
+      this.set({ dependency: 'database' }, checks.database === 'ok' ? 1 : 0);
+      if (checks.redis !== 'disabled') this.set({ dependency: 'redis' }, checks.redis === 'ok' ? 1 : 0);
+    },
+  });
 
   app.get(
     '/ready',
@@ -81,9 +109,7 @@ export default async function healthRoutes(fastify: FastifyInstance) {
         reply.code(503).header('retry-after', '5');
         return { status: 'shutting_down' as const };
       }
-      const now = Date.now();
-      if (cached === undefined || now - cached.at >= READY_CACHE_MS) cached = { at: now, result: check() };
-      const result = await cached.result;
+      const result = await readiness();
       if (result.status !== 'ready') reply.code(503).header('retry-after', '5');
       return result;
     },
