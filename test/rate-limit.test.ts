@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { parseList } from 'structured-headers';
@@ -8,7 +7,7 @@ import { bucketParams, decide, GCRA_LUA } from '../src/lib/token-bucket.js';
 import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.js';
 import { createKey } from './helpers/auth.js';
 import { TEST_REDIS_URL } from './helpers/env.js';
-import { freePort } from './helpers/process.js';
+import { type RedisServer, startRedisServer } from './helpers/redis-server.js';
 
 describe('token bucket math (GCRA, injected clock)', () => {
   const p = bucketParams(5, 5000, 5); // 5 per 5 s: one token per second, capacity 5
@@ -261,46 +260,14 @@ describe('rate limiting over shared Redis', () => {
 });
 
 describe('rate limiting when Redis dies and returns', () => {
-  let redisProcess: ChildProcess | undefined;
-  let port: number;
-
-  const startRedis = async () => {
-    redisProcess = spawn(
-      'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-      {
-        stdio: 'ignore',
-      },
-    );
-    const probe = new Redis({ port, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-    probe.on('error', () => {});
-    for (let i = 0; i < 100; i++) {
-      if (
-        await probe.connect().then(
-          () => true,
-          () => false,
-        )
-      )
-        break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    probe.disconnect();
-  };
-
-  afterAll(() => {
-    redisProcess?.kill('SIGKILL');
-  });
+  let redis: RedisServer | undefined;
+  afterAll(() => redis?.kill());
 
   it('when Redis is killed mid-load, then the memory buckets take over with no 5xx and no slow request, then Redis takes back', async () => {
-    port = await freePort();
-    await startRedis();
+    redis = await startRedisServer();
     const t = await buildTestApp({
       redis: false,
-      env: {
-        REDIS_URL: `redis://127.0.0.1:${port}`,
-        RATE_LIMIT_MAX_REQUESTS: '100000',
-        RATE_LIMIT_WINDOW_MS: '1000',
-      },
+      env: { REDIS_URL: redis.url, RATE_LIMIT_MAX_REQUESTS: '100000', RATE_LIMIT_WINDOW_MS: '1000' },
     });
     try {
       const { key } = await createKey(t.app, ['items:read']);
@@ -311,14 +278,13 @@ describe('rate limiting when Redis dies and returns', () => {
         timings.push({ status: res.status, ms: performance.now() - started });
       };
       for (let i = 0; i < 20; i++) await hit();
-      redisProcess?.kill('SIGKILL');
-      await new Promise((r) => redisProcess?.once('exit', r));
+      await redis.kill();
       for (let i = 0; i < 50; i++) await hit();
       let metrics = (await request(t.app.server).get('/metrics')).text;
       expect(metrics).toContain('rate_limit_backend{backend="memory"} 1');
       expect(metrics).toMatch(/rate_limit_decisions_total\{result="allowed",backend="memory"\} [1-9]/);
 
-      await startRedis();
+      await redis.start();
       const started = Date.now();
       while (!metrics.includes('rate_limit_backend{backend="redis"} 1') && Date.now() - started < 10_000) {
         await hit();

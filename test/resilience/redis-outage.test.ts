@@ -1,49 +1,21 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { Redis } from 'ioredis';
 import request from 'supertest';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildTestApp } from '../helpers/app.js';
 import { createKey } from '../helpers/auth.js';
-import { freePort } from '../helpers/process.js';
+import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
 import { type RequestSpec, scale, startLoad } from './load.js';
 
 describe('Redis outage under load', () => {
-  let redisProcess: ChildProcess | undefined;
-  afterAll(() => {
-    redisProcess?.kill('SIGKILL');
-  });
-
-  async function startRedis(port: number) {
-    redisProcess = spawn(
-      'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-      {
-        stdio: 'ignore',
-      },
-    );
-    const probe = new Redis({ port, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-    probe.on('error', () => {});
-    for (
-      let i = 0;
-      i < 100 &&
-      !(await probe.connect().then(
-        () => true,
-        () => false,
-      ));
-      i++
-    ) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    probe.disconnect();
-  }
+  let redis: RedisServer | undefined;
+  afterAll(() => redis?.kill());
 
   it('when the redis-server is killed mid-load and restarted, then no crash, no 5xx, fallbacks engage and everything returns to Redis', async () => {
-    const port = await freePort();
-    await startRedis(port);
+    const server = await startRedisServer();
+    redis = server;
     const t = await buildTestApp({
       redis: false,
       env: {
-        REDIS_URL: `redis://127.0.0.1:${port}`,
+        REDIS_URL: server.url,
         RATE_LIMIT_MAX_REQUESTS: '1000000',
         RATE_LIMIT_WINDOW_MS: '1000',
       },
@@ -74,12 +46,12 @@ describe('Redis outage under load', () => {
             : { path: i % 2 ? `/v1/items/${item.id}` : '/v1/items?limit=5', headers: { 'x-api-key': key } },
       });
       await new Promise((r) => setTimeout(r, 700));
-      redisProcess?.kill('SIGKILL');
+      await server.kill();
       await new Promise((r) => setTimeout(r, scale(1000, 10_000)));
       const during = (await request(t.app.server).get('/metrics')).text;
       expect(during).toContain('rate_limit_backend{backend="memory"} 1');
       expect((await request(t.app.server).get('/ready')).body.checks.redis).toBe('degraded');
-      await startRedis(port);
+      await server.start();
       const samples = await load.done;
 
       // Everything kept working: no 5xx, no transport errors, no request stuck on Redis.
