@@ -10,10 +10,10 @@ import {
 } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2';
-import { Job } from 'kubernetes-models/batch/v1';
+import { CronJob, Job } from 'kubernetes-models/batch/v1';
 import { Ingress, NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
-import { ConfigMap, Namespace, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
+import { ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { ROOT, readYamlDocuments, repoPath } from './repo.js';
 
 export const OVERLAYS = ['base', 'overlays/development', 'overlays/production'] as const;
@@ -83,6 +83,8 @@ const MODELS: Record<string, { model: ModelClass; types: string }> = {
   'apps/v1/Deployment': { model: Deployment, types: 'kubernetes-models/apps/v1/Deployment' },
   'apps/v1/StatefulSet': { model: StatefulSet, types: 'kubernetes-models/apps/v1/StatefulSet' },
   'batch/v1/Job': { model: Job, types: 'kubernetes-models/batch/v1/Job' },
+  'batch/v1/CronJob': { model: CronJob, types: 'kubernetes-models/batch/v1/CronJob' },
+  'v1/PersistentVolumeClaim': { model: PersistentVolumeClaim, types: 'kubernetes-models/v1/PersistentVolumeClaim' },
   'networking.k8s.io/v1/Ingress': { model: Ingress, types: 'kubernetes-models/networking.k8s.io/v1/Ingress' },
   'networking.k8s.io/v1/NetworkPolicy': {
     model: NetworkPolicy,
@@ -298,8 +300,11 @@ export interface PodOwner {
 
 export function podOwners(objects: K8sObject[]): PodOwner[] {
   return objects
-    .filter((o) => ['Deployment', 'StatefulSet', 'Job', 'DaemonSet'].includes(o.kind))
-    .map((owner) => ({ owner, template: owner.spec.template }));
+    .filter((o) => ['Deployment', 'StatefulSet', 'Job', 'CronJob', 'DaemonSet'].includes(o.kind))
+    .map((owner) => ({
+      owner,
+      template: owner.kind === 'CronJob' ? owner.spec.jobTemplate.spec.template : owner.spec.template,
+    }));
 }
 
 /** Label selector semantics for matchLabels (the only form these manifests use). */
