@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 
 /** Variables that hold secrets: each may instead be given as <NAME>_FILE (docker and Kubernetes secrets). */
-export const SECRET_KEYS = ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET'] as const;
+export const SECRET_KEYS = ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET', 'JWT_VERIFY_SECRETS'] as const;
 
 /** Outside production an unset JWT_SECRET falls back to this (also the .env.example value); production refuses it. */
 export const DEVELOPMENT_JWT_SECRET = 'development-only-secret-change-me-0123456789';
@@ -98,6 +98,16 @@ const EnvSchema = z.object({
   REDIS_COMMAND_TIMEOUT_MS: int(10, 60_000).default(500),
 
   JWT_SECRET: z.string().min(1).optional(),
+  /** HS256: more secrets that verify but never sign (rotation); comma- or newline-separated. */
+  JWT_VERIFY_SECRETS: z
+    .string()
+    .transform((v) =>
+      v
+        .split(/[,\n]/)
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0),
+    )
+    .default([]),
   JWT_ALGORITHM: z.enum(['HS256', 'RS256', 'ES256']).default('HS256'),
   JWT_PRIVATE_KEY_FILE: z.string().min(1).optional(),
   JWT_PUBLIC_KEY_FILES: list.default([]),
@@ -209,6 +219,14 @@ function productionProblems(input: Source, options: LoadOptions): string[] {
   else if (PLACEHOLDER_SECRETS.has(secret.toLowerCase()))
     problems.push('JWT_SECRET is a known placeholder value');
   else if (Buffer.byteLength(secret) < 32) problems.push('JWT_SECRET must be at least 32 bytes');
+  if (!options.withoutJwt && symmetric) {
+    const verifyOnly = (input.JWT_VERIFY_SECRETS ?? '')
+      .split(/[,\n]/)
+      .map((v) => v.trim())
+      .filter(Boolean);
+    if (verifyOnly.some((v) => PLACEHOLDER_SECRETS.has(v.toLowerCase()) || Buffer.byteLength(v) < 32))
+      problems.push('JWT_VERIFY_SECRETS: every secret must be at least 32 bytes and not a placeholder');
+  }
   if (splitList(input.CORS_ORIGINS).includes('*'))
     problems.push('CORS_ORIGINS must list origins explicitly, not *');
   if (input.DATABASE_URL === undefined)

@@ -476,6 +476,39 @@ describe('auth: JWT (HS256)', () => {
   });
 });
 
+describe('auth: HS256 secret rotation', () => {
+  it('when a secret is rotated in three rollouts, then no token is ever refused by any replica', async () => {
+    const oldSecret = 'o'.repeat(20) + 'ld-secret-0123456789abcdef';
+    const newSecret = 'n'.repeat(20) + 'ew-secret-0123456789abcdef';
+    const db = await createTestDatabase();
+    const replica = (env: Record<string, string>) => buildTestApp({ db, redis: false, env });
+    const tokenFrom = async (t: TestApp) => {
+      const k = await createKey(t.app, ['items:read']);
+      return (await request(t.app.server).post('/v1/auth/token').set('x-api-key', k.key).send({})).body
+        .access_token as string;
+    };
+    const accepts = async (t: TestApp, token: string) =>
+      (await request(t.app.server).get('/v1/me').set('authorization', `Bearer ${token}`)).status === 200;
+    // Before: old secret only. Step 1: old signs, new verifies. Step 2: new signs, old verifies. Step 3: new only.
+    const before = await replica({ JWT_SECRET: oldSecret });
+    const step1 = await replica({ JWT_SECRET: oldSecret, JWT_VERIFY_SECRETS: newSecret });
+    const step2 = await replica({ JWT_SECRET: newSecret, JWT_VERIFY_SECRETS: oldSecret });
+    const after = await replica({ JWT_SECRET: newSecret });
+    try {
+      const oldToken = await tokenFrom(before);
+      const newToken = await tokenFrom(step2);
+      // During each rollout, replicas of adjacent steps run side by side and must accept each other's tokens.
+      for (const t of [before, step1, step2]) expect(await accepts(t, oldToken)).toBe(true);
+      for (const t of [step1, step2, after]) expect(await accepts(t, newToken)).toBe(true);
+      // Once the old secret is gone (after its tokens expired), its tokens are refused.
+      expect(await accepts(after, oldToken)).toBe(false);
+    } finally {
+      for (const t of [before, step1, step2, after]) await t.close();
+      await db.drop();
+    }
+  });
+});
+
 describe('auth: JWT with asymmetric keys and rotation', () => {
   const dir = mkdtempSync(join(tmpdir(), 'jwt-keys-'));
   const pem = (alg: 'rsa' | 'ec') => {

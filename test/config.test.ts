@@ -225,6 +225,13 @@ describe('config: JWT modes and tools', () => {
     );
   });
 
+  it('when a verify-only JWT secret is weak, then production refuses it; lists may be comma or newline separated', () => {
+    expect(problemsOf({ ...PROD_OK, JWT_VERIFY_SECRETS: `${STRONG_SECRET},changeme` })).toEqual([
+      'JWT_VERIFY_SECRETS: every secret must be at least 32 bytes and not a placeholder',
+    ]);
+    expect(loadConfig({ JWT_VERIFY_SECRETS: 'a\nb, c' }).JWT_VERIFY_SECRETS).toEqual(['a', 'b', 'c']);
+  });
+
   it('when APP_VERSION is set, then it is part of the config', () => {
     expect(loadConfig({ APP_VERSION: '1.2.3+abc' }).APP_VERSION).toBe('1.2.3+abc');
   });

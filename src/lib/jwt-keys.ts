@@ -33,7 +33,7 @@ function checkKeyType(key: KeyObject, algorithm: Config['JWT_ALGORITHM'], file: 
 }
 
 /**
- * The signing key comes first. Asymmetric: JWT_PRIVATE_KEY_FILE signs (its public half verifies), and
+ * The signing key comes first. HS256: JWT_SECRET signs, JWT_VERIFY_SECRETS only verify. Asymmetric: JWT_PRIVATE_KEY_FILE signs (its public half verifies), and
  * every JWT_PUBLIC_KEY_FILES entry verifies too, so tokens of a retired key stay valid while they live.
  */
 export function loadJwtKeys(config: Config): JwtKey[] {
@@ -42,8 +42,13 @@ export function loadJwtKeys(config: Config): JwtKey[] {
     const secret = config.JWT_SECRET;
     if (secret === undefined) throw new Error('JWT_SECRET is not set');
     // A short digest of the secret: identifies it for rotation without revealing anything usable.
-    const kid = `hs-${createHash('sha256').update(secret).digest('base64url').slice(0, 8)}`;
-    return [{ kid, algorithm, verifyKey: secret, signKey: secret }];
+    const kidOf = (s: string) => `hs-${createHash('sha256').update(s).digest('base64url').slice(0, 8)}`;
+    const keys: JwtKey[] = [{ kid: kidOf(secret), algorithm, verifyKey: secret, signKey: secret }];
+    // Verify-only secrets (rotation): tokens name their secret by kid.
+    for (const extra of config.JWT_VERIFY_SECRETS)
+      if (!keys.some((k) => k.verifyKey === extra))
+        keys.push({ kid: kidOf(extra), algorithm, verifyKey: extra });
+    return keys;
   }
   const keys: JwtKey[] = [];
   const seen = new Set<string>();
