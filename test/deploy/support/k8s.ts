@@ -13,7 +13,14 @@ import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2';
 import { CronJob, Job } from 'kubernetes-models/batch/v1';
 import { Ingress, NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
-import { ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
+import {
+  ConfigMap,
+  Namespace,
+  PersistentVolumeClaim,
+  Secret,
+  Service,
+  ServiceAccount,
+} from 'kubernetes-models/v1';
 import { ROOT, readYamlDocuments, repoPath } from './repo.js';
 
 export const OVERLAYS = ['base', 'overlays/development', 'overlays/production'] as const;
@@ -84,7 +91,10 @@ const MODELS: Record<string, { model: ModelClass; types: string }> = {
   'apps/v1/StatefulSet': { model: StatefulSet, types: 'kubernetes-models/apps/v1/StatefulSet' },
   'batch/v1/Job': { model: Job, types: 'kubernetes-models/batch/v1/Job' },
   'batch/v1/CronJob': { model: CronJob, types: 'kubernetes-models/batch/v1/CronJob' },
-  'v1/PersistentVolumeClaim': { model: PersistentVolumeClaim, types: 'kubernetes-models/v1/PersistentVolumeClaim' },
+  'v1/PersistentVolumeClaim': {
+    model: PersistentVolumeClaim,
+    types: 'kubernetes-models/v1/PersistentVolumeClaim',
+  },
   'networking.k8s.io/v1/Ingress': { model: Ingress, types: 'kubernetes-models/networking.k8s.io/v1/Ingress' },
   'networking.k8s.io/v1/NetworkPolicy': {
     model: NetworkPolicy,
