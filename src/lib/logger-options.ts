@@ -16,7 +16,7 @@ export const REDACT_PATHS = [
   'res.headers["set-cookie"]',
 ];
 
-/** Field names whose values are never written, at any of the first levels of a logged object. */
+/** Field names whose values are never written: in the logged object and up to three levels below it. */
 const SECRET_FIELDS = new Set([
   'password',
   'secret',
