@@ -2,13 +2,13 @@ import { describe, expect, it } from 'vitest';
 import { scrubSecrets } from '../src/lib/logger-options.js';
 
 describe('log redaction (scrubSecrets)', () => {
-  it('when secret-named fields appear up to three levels deep, in any case, then their values are replaced', () => {
+  it('when secret-named fields appear in the logged object or three levels below it, in any case, then they are replaced', () => {
     const input = {
       password: 'p1',
       user: {
         name: 'a',
         Token: 't1',
-        profile: { apiKey: 'k1', deeper: { secret: 'still-kept-past-depth' } },
+        profile: { apiKey: 'k1', deeper: { secret: 's1', deepest: { token: 'past the limit' } } },
       },
       list: [{ access_token: 'a1' }, 'plain'],
       headers: { authorization: 'Bearer x', 'x-api-key': 'sk', accept: '*/*' },
@@ -18,7 +18,10 @@ describe('log redaction (scrubSecrets)', () => {
       user: {
         name: 'a',
         Token: '[redacted]',
-        profile: { apiKey: '[redacted]', deeper: { secret: 'still-kept-past-depth' } },
+        profile: {
+          apiKey: '[redacted]',
+          deeper: { secret: '[redacted]', deepest: { token: 'past the limit' } },
+        },
       },
       list: [{ access_token: '[redacted]' }, 'plain'],
       headers: { authorization: '[redacted]', 'x-api-key': '[redacted]', accept: '*/*' },
