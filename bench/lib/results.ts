@@ -1,0 +1,204 @@
+// Owns the shape of bench/results/<date>-bench.json (also what the markdown report is rendered from).
+import type { LoadResult } from './load.js';
+import type { PacedResult } from './paced-load.js';
+import type { RuntimeStats } from './prometheus.js';
+
+/** Which server a run loaded. */
+export type ServerKind = 'service' | 'memory' | 'nolimit' | 'limited' | 'control';
+
+export const SERVER_LABELS: Record<ServerKind, string> = {
+  service: 'service (Redis limiter)',
+  memory: 'service, limiter on memory (no REDIS_URL)',
+  nolimit: 'service, RATE_LIMIT_ENABLED=false',
+  limited: 'service, 100 req/min limit',
+  control: 'bare Fastify control',
+};
+
+/** What the bench read from the service itself around one run (not available for the control). */
+export interface ServiceProbe {
+  /** Access log lines written during the run, per response (1.00 is the contract). */
+  logLinesPerReq: number;
+  logBytesPerReq: number;
+  /** warn/error/fatal log lines during the run, with a few samples. */
+  logProblems: number;
+  logSamples: string[];
+  /** http_requests_total delta: what the service counted. */
+  countedRequests: number;
+  /** Memory-tier cache hits as a share of responses (cached scenarios). */
+  cacheHitPct: number;
+  /** rate_limit_decisions_total deltas, "backend/result" -> count. */
+  limiter: Record<string, number>;
+  /** Redis EVALSHA (the limiter's Lua) calls and server-side µs per call during the run (all clients). */
+  redisEvalshaCalls: number;
+  redisUsPerEvalsha: number;
+  runtime: RuntimeStats;
+}
+
+export interface RunRecord {
+  round: number;
+  server: ServerKind;
+  load: LoadResult;
+  probe?: ServiceProbe;
+  /** 1 unless earlier attempts were repeated because something outside the bench used the CPU. */
+  attempts: number;
+  /** Still contended after the retries: read this run with care. */
+  contended: boolean;
+  waitedForQuietS: number;
+  /** The repeated attempts (their errors and non-2xx are still reported). */
+  discarded: LoadResult[];
+}
+
+export interface TargetSummary {
+  server: ServerKind;
+  label: string;
+  rounds: number;
+  reqPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  p99MaxMs: number;
+  errors: number;
+  non2xx: number;
+  statusCodes: Record<string, number>;
+  rssMaxMB: number;
+  cpuUsPerReq: number;
+  serverCpuPct: number;
+  loadGenCpuPct: number;
+  machineBusyPct: number;
+  infraCpuPct: number;
+  externalCpuPct: number;
+  /** Runs repeated because of outside CPU use, and runs that stayed contended. */
+  repeatedRuns: number;
+  contendedRuns: number;
+  /** Errors and non-2xx of repeated attempts (never hidden by a retry). */
+  discardedErrors: number;
+  discardedNon2xx: number;
+  probe?: {
+    logLinesPerReq: number;
+    logBytesPerReq: number;
+    logProblems: number;
+    logSamples: string[];
+    cacheHitPct: number;
+    limiter: Record<string, number>;
+    redisUsPerEvalsha: number;
+    gcPct: number;
+    gcOver10ms: number;
+    loopDelayMaxMs: number;
+  };
+}
+
+export interface ScenarioResult {
+  id: string;
+  title: string;
+  method: string;
+  path: string;
+  /** Header names sent (values hold credentials and are never written). */
+  headerNames: string[];
+  targets: TargetSummary[];
+  /** Median req/s of the first target / median req/s of the control. */
+  ratio?: number;
+  /** Per round: first target / control of the same round. */
+  roundRatios: number[];
+  /** Control CPU µs per request / first target's: the throughput ratio if both were CPU bound on one core. */
+  cpuRatio?: number;
+  runs: RunRecord[];
+  problems: string[];
+}
+
+export interface HalfLoadResult {
+  saturatedReqPerSec: number;
+  rate: number;
+  connections: number;
+  autocannon: {
+    p50Ms: number;
+    p99Ms: number;
+    p99MaxMs: number;
+    reqPerSec: number;
+    errors: number;
+    non2xx: number;
+  };
+  paced: {
+    p50Ms: number;
+    p99Ms: number;
+    p99MaxMs: number;
+    p99FromSendMs: number;
+    achievedPerSec: number;
+    errors: number;
+    non2xx: number;
+  };
+  /** The same paced load against the control: the floor this machine and generator add by themselves. */
+  controlPaced: { p50Ms: number; p99Ms: number; achievedPerSec: number };
+  runs: {
+    round: number;
+    autocannon: LoadResult;
+    paced: PacedResult;
+    /** The service's GC and event-loop delay during the paced run. */
+    pacedRuntime: RuntimeStats;
+    controlPaced: PacedResult;
+  }[];
+}
+
+export interface LimiterKeyState {
+  when: string;
+  pattern: string;
+  keys: number;
+  withTtl: number;
+  withoutTtl: number;
+  /** Gone between SCAN and PTTL (expired): not a violation. */
+  expired: number;
+  sampleKey?: string;
+  sampleMemoryUsage?: number;
+  samplePttlMs?: number;
+}
+
+export interface KeyspaceResult {
+  fillKeys: number;
+  bytesPerFillerKey: number;
+  fillerMemoryUsage: number | undefined;
+  fillSeconds: number;
+  few: ScenarioResult;
+  many: ScenarioResult;
+}
+
+export interface RateLimitedResult {
+  scenario: ScenarioResult;
+  /** 2xx over every request of the scenario (warm-ups included) vs what the bucket allows in that time. */
+  allowed: number;
+  expectedAllowedMax: number;
+  limited: number;
+  other: number;
+  elapsedS: number;
+}
+
+export interface StartupResult {
+  /** spawn() to the first 200 from /ready, ms. */
+  wallMs: number[];
+  /** The server's own `startupMs` (process start to listening, module loading included). */
+  startupMs: number[];
+  withMigrateOnStart?: { wallMs: number; startupMs: number | undefined };
+}
+
+export interface TargetVerdict {
+  target: string;
+  measured: string;
+  met: boolean | undefined;
+}
+
+export interface BenchReport {
+  startedAt: string;
+  finishedAt: string;
+  machine: { cpus: number; cpuModel: string; node: string; loadAvgAtStart: number[]; memoryGB: number };
+  git: { commit: string; srcDirty: boolean };
+  options: Record<string, unknown>;
+  startup?: StartupResult;
+  idleRssMB?: { afterStart: number; afterLoad?: number };
+  scenarios: ScenarioResult[];
+  halfLoad?: HalfLoadResult;
+  limiterState: LimiterKeyState[];
+  keyspace?: KeyspaceResult;
+  rateLimited?: RateLimitedResult;
+  targets: TargetVerdict[];
+  problems: string[];
+  /** Contention and other reasons to distrust some numbers (shown at the top). */
+  dataQuality: string[];
+  notes: string[];
+}

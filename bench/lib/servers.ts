@@ -1,0 +1,97 @@
+// Owns the set of servers a bench run needs: the service in its variants and the control, started on demand.
+import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import type { ControlRoute } from '../control-server.js';
+import type { Cleanup } from './cleanup.js';
+import type { BenchEnv, ServerEnvOptions } from './environment.js';
+import type { ServerKind } from './results.js';
+import { freePort, ServerProcess } from './server-process.js';
+
+/** How each variant of the service differs; all share the database, each has its own Redis prefix. */
+export const SERVICE_VARIANTS: Record<Exclude<ServerKind, 'control'>, Omit<ServerEnvOptions, 'port'>> = {
+  service: { name: 'svc' },
+  // Without REDIS_URL the limiter (and the cache, whose hits come from its memory tier anyway) stay in process.
+  memory: { name: 'mem', redis: false },
+  nolimit: { name: 'off', extra: { RATE_LIMIT_ENABLED: 'false' } },
+  // The configuration's defaults (100 per minute): 429s expected.
+  limited: { name: 'rl', extra: { RATE_LIMIT_MAX_REQUESTS: '100', RATE_LIMIT_WINDOW_MS: '60000' } },
+};
+
+export function logPathFor(name: string): string {
+  return join(os.tmpdir(), `bench-${process.pid}-${name}.log`);
+}
+
+export class Servers {
+  private readonly running = new Map<ServerKind, ServerProcess>();
+  private controlRoutes: ControlRoute[] | undefined;
+
+  constructor(
+    private readonly env: BenchEnv,
+    private readonly cleanup: Cleanup,
+  ) {}
+
+  /** The control answers these (captured from the service) once it is first needed. */
+  setControlRoutes(routes: ControlRoute[]): void {
+    this.controlRoutes = routes;
+  }
+
+  async get(kind: ServerKind): Promise<ServerProcess> {
+    const existing = this.running.get(kind);
+    if (existing) return existing;
+    const server = kind === 'control' ? await this.startControl() : await this.startService(kind);
+    this.running.set(kind, server);
+    return server;
+  }
+
+  /** Starts a variant outside the on-demand set (start-up samples, profiling): the caller stops it. */
+  async startService(
+    kind: Exclude<ServerKind, 'control'>,
+    options: { overrides?: Record<string, string>; logName?: string; nodeArgs?: string[] } = {},
+  ): Promise<ServerProcess> {
+    const variant = SERVICE_VARIANTS[kind];
+    const logName = options.logName ?? kind;
+    const port = await freePort();
+    return ServerProcess.start({
+      name: logName,
+      args: [...(options.nodeArgs ?? []), 'dist/server.js'],
+      env: this.env.serverEnv({ ...variant, port, extra: { ...variant.extra, ...options.overrides } }),
+      port,
+      readyPath: '/ready',
+      logPath: logPathFor(logName),
+      cleanup: this.cleanup,
+    });
+  }
+
+  private async startControl(): Promise<ServerProcess> {
+    if (!this.controlRoutes) throw new Error('control routes not captured yet');
+    const routesFile = join(os.tmpdir(), `bench-${process.pid}-control-routes.json`);
+    writeFileSync(routesFile, JSON.stringify(this.controlRoutes));
+    this.cleanup.add(`remove ${routesFile}`, () => {
+      if (existsSync(routesFile)) unlinkSync(routesFile);
+    });
+    const port = await freePort();
+    return ServerProcess.start({
+      name: 'control',
+      // tsx as a loader in the same process, so the pid we sample is the server's own.
+      args: ['--import', 'tsx', 'bench/control-server.ts', routesFile],
+      env: { ...process.env, NODE_OPTIONS: '', PORT: String(port) },
+      port,
+      readyPath: '/health',
+      logPath: '/dev/null',
+      cleanup: this.cleanup,
+    });
+  }
+
+  async stop(kind: ServerKind): Promise<void> {
+    const server = this.running.get(kind);
+    if (!server) return;
+    this.running.delete(kind);
+    await server.stop();
+    server.removeLog();
+  }
+
+  async stopAll(): Promise<void> {
+    for (const kind of [...this.running.keys()]) await this.stop(kind);
+  }
+}
