@@ -180,8 +180,10 @@ describe('items: CRUD and ownership', () => {
     );
     await fc.assert(
       fc.asyncProperty(fc.oneof(anyJson, itemLike), async (body) => {
-        const post = await as(alice)
-          .post(body as object)
+        // Raw JSON text: the client library must not get a say in how odd objects ({toString: ''}) serialize.
+        const post = await request(t.app.server)
+          .post('/v1/items')
+          .set('x-api-key', alice)
           .set('content-type', 'application/json')
           .send(JSON.stringify(body));
         expect([201, 400]).toContain(post.status);
