@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.js';
+import { buildDeployment, buildTestApp, type Deployment, type TestApp } from './helpers/app.js';
 import { createKey, signToken } from './helpers/auth.js';
 
 const RATE = { RATE_LIMIT_MAX_REQUESTS: '100000', RATE_LIMIT_WINDOW_MS: '1000' };
@@ -131,22 +131,16 @@ describe('response cache', () => {
 });
 
 describe('response cache across instances', () => {
-  let db: TestDatabase;
+  let deployment: Deployment;
   let a: TestApp;
   let b: TestApp;
   let key: string;
   beforeAll(async () => {
-    db = await createTestDatabase();
-    const prefix = `test:${randomUUID().slice(0, 8)}:`;
-    a = await buildTestApp({ db, redisPrefix: prefix, env: RATE });
-    b = await buildTestApp({ db, redisPrefix: prefix, env: RATE });
+    deployment = await buildDeployment(2, { env: RATE });
+    [a, b] = deployment.instances as [TestApp, TestApp];
     key = (await createKey(a.app, ['items:read', 'items:write'], { subject: 'shared' })).key;
   });
-  afterAll(async () => {
-    await a.close();
-    await b.close();
-    await db.drop();
-  });
+  afterAll(() => deployment.close());
 
   it('when one instance filled the cache, then another serves it from Redis', async () => {
     const { body: item } = await request(a.app.server)

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.js';
+import { buildDeployment, buildTestApp, type Deployment, type TestApp } from './helpers/app.js';
 import { createKey } from './helpers/auth.js';
 
 const RATE = { RATE_LIMIT_MAX_REQUESTS: '100000', RATE_LIMIT_WINDOW_MS: '1000' };
@@ -201,22 +201,16 @@ describe('items: CRUD and ownership', () => {
 });
 
 describe('items: idempotent creation', () => {
-  let db: TestDatabase;
+  let deployment: Deployment;
   let a: TestApp;
   let b: TestApp;
   let key: string;
   beforeAll(async () => {
-    db = await createTestDatabase();
-    const prefix = `test:${randomUUID().slice(0, 8)}:`;
-    a = await buildTestApp({ db, redisPrefix: prefix, env: RATE });
-    b = await buildTestApp({ db, redisPrefix: prefix, env: RATE });
+    deployment = await buildDeployment(2, { env: RATE });
+    [a, b] = deployment.instances as [TestApp, TestApp];
     key = (await createKey(a.app, ['items:read', 'items:write'], { subject: 'idem' })).key;
   });
-  afterAll(async () => {
-    await a.close();
-    await b.close();
-    await db.drop();
-  });
+  afterAll(() => deployment.close());
 
   const post = (t: TestApp, idempotencyKey: string, body: object, apiKey = key) =>
     request(t.app.server)

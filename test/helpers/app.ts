@@ -129,3 +129,28 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestAp
     },
   };
 }
+
+export interface Deployment {
+  instances: TestApp[];
+  db: TestDatabase;
+  redisPrefix: string;
+  close(): Promise<void>;
+}
+
+/** N instances of one deployment: one database, one Redis prefix, as replicas behind a load balancer. */
+export async function buildDeployment(count: number, options: TestAppOptions = {}): Promise<Deployment> {
+  const db = await createTestDatabase();
+  const redisPrefix = `test:${randomBytes(4).toString('hex')}:`;
+  const instances: TestApp[] = [];
+  for (let i = 0; i < count; i++) instances.push(await buildTestApp({ ...options, db, redisPrefix }));
+  return {
+    instances,
+    db,
+    redisPrefix,
+    async close() {
+      for (const instance of instances) await instance.close();
+      await db.drop();
+      await deleteRedisPrefix(redisPrefix);
+    },
+  };
+}
