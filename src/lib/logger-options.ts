@@ -61,7 +61,10 @@ export function scrubSecrets(value: Record<string, unknown>, depth = 0): Record<
           const item = v[i];
           if (typeof item === 'object' && item !== null && isPlain(item)) {
             const scrubbed = scrubSecrets(item as Record<string, unknown>, depth + 1);
-            if (scrubbed !== item) (copy ??= [...v])[i] = scrubbed;
+            if (scrubbed !== item) {
+              copy ??= [...v];
+              copy[i] = scrubbed;
+            }
           }
         }
         if (copy) next = copy;
@@ -69,7 +72,10 @@ export function scrubSecrets(value: Record<string, unknown>, depth = 0): Record<
         next = scrubSecrets(v as Record<string, unknown>, depth + 1);
       }
     }
-    if (next !== v) (out ??= { ...value })[key] = next;
+    if (next !== v) {
+      out ??= { ...value };
+      out[key] = next;
+    }
   }
   return out ?? value;
 }
