@@ -434,6 +434,7 @@ async function main(opts: Options, cleanup: Cleanup) {
 
   log(`bench: creating database and credentials (Redis prefix bench:${process.pid}:)`);
   const env = await createBenchEnv(cleanup, { jwtExpiresIn: `${Math.ceil(opts.maxMinutes) + 30}m` });
+  report.git.distBuiltAt = env.build.builtAt;
   const servers = new Servers(env, cleanup);
   const ctx: RunnerContext = {
     env,

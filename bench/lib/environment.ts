@@ -6,6 +6,7 @@ import pg from 'pg';
 import { CONFIG_KEYS, SECRET_KEYS } from '../../src/config.js';
 import type { Cleanup } from './cleanup.js';
 import { REPO_ROOT } from './server-process.js';
+import { type BuildSnapshot, snapshotBuild } from './snapshot.js';
 
 /** Where the admin connections go; overridable for another machine, never pointed off-host by default. */
 export const PG_ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -28,6 +29,8 @@ export interface ServerEnvOptions {
 }
 
 export interface BenchEnv {
+  /** The private copy of the build every server and CLI runs from. */
+  build: BuildSnapshot;
   databaseName: string;
   databaseUrl: string;
   /** Every key this run writes starts with this; deleted at the end. */
@@ -53,9 +56,14 @@ function baseEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-export function runNode(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<string> {
+export function runNode(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  cwd: string = REPO_ROOT,
+  timeoutMs = 60_000,
+): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, args, { cwd: REPO_ROOT, env, timeout: timeoutMs }, (err, stdout, stderr) => {
+    execFile(process.execPath, args, { cwd, env, timeout: timeoutMs }, (err, stdout, stderr) => {
       if (err) reject(new Error(`node ${args.join(' ')} failed: ${err.message}\n${stderr}`));
       else resolve(stdout.trim());
     });
@@ -75,6 +83,7 @@ export async function deletePrefix(redis: Redis, prefix: string): Promise<number
 }
 
 export async function createBenchEnv(cleanup: Cleanup, options: { jwtExpiresIn: string }): Promise<BenchEnv> {
+  const build = snapshotBuild(cleanup);
   const id = `${process.pid}_${randomBytes(3).toString('hex')}`;
   const databaseName = `bench_${id}`;
   const redisRoot = `bench:${process.pid}:`;
@@ -132,10 +141,11 @@ export async function createBenchEnv(cleanup: Cleanup, options: { jwtExpiresIn: 
 
   // Schema once, from the compiled CLI, so server start-up is measured without migrations.
   const cliEnv = serverEnv({ port: 0, name: 'cli' });
-  await runNode(['dist/cli/migrate.js', 'up'], cliEnv);
+  await runNode(['dist/cli/migrate.js', 'up'], cliEnv, build.root);
   const apiKey = await runNode(
     ['dist/cli/auth.js', 'create-api-key', '--name', 'bench', '--scopes', 'items:read,items:write'],
     cliEnv,
+    build.root,
   );
   const jwt = await runNode(
     [
@@ -149,11 +159,23 @@ export async function createBenchEnv(cleanup: Cleanup, options: { jwtExpiresIn: 
       options.jwtExpiresIn,
     ],
     cliEnv,
+    build.root,
   );
   if (!/^sk_[0-9a-f]{16}_/.test(apiKey)) throw new Error(`unexpected API key output: ${apiKey.slice(0, 20)}`);
   if (jwt.split('.').length !== 3) throw new Error('unexpected JWT output');
 
-  return { databaseName, databaseUrl, redisRoot, jwtSecret, apiKey, jwt, redis, serverEnv, redisPrefix };
+  return {
+    build,
+    databaseName,
+    databaseUrl,
+    redisRoot,
+    jwtSecret,
+    apiKey,
+    jwt,
+    redis,
+    serverEnv,
+    redisPrefix,
+  };
 }
 
 /** Per-command totals from INFO commandstats, e.g. evalsha (the limiter's Lua script). */

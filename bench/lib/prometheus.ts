@@ -34,10 +34,22 @@ export function sumOf(samples: Sample[], name: string, match: Record<string, str
   return total;
 }
 
+/** GET /metrics; one retry, since a keep-alive socket can be closed under us between two scrapes. */
 export async function scrape(baseUrl: string): Promise<Sample[]> {
-  const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(5000) });
-  if (res.status !== 200) throw new Error(`/metrics answered ${res.status}`);
-  return parseMetrics(await res.text());
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(5000) });
+      if (res.status !== 200) throw new Error(`/metrics answered ${res.status}`);
+      return parseMetrics(await res.text());
+    } catch (err) {
+      if (attempt >= 2) {
+        const cause = (err as { cause?: unknown }).cause;
+        throw new Error(
+          `GET ${baseUrl}/metrics failed: ${err instanceof Error ? err.message : err}${cause ? ` (${cause})` : ''}`,
+        );
+      }
+    }
+  }
 }
 
 export interface RuntimeStats {

@@ -88,7 +88,7 @@ export function renderReport(r: BenchReport): string {
   o.push(`# Benchmark ${r.startedAt}`);
   o.push('');
   o.push(
-    `Commit ${r.git.commit}${r.git.srcDirty ? ' (src/ has uncommitted changes)' : ''}; ${r.machine.cpus} × ${r.machine.cpuModel}, ` +
+    `Commit ${r.git.commit}${r.git.srcDirty ? ' (src/ has uncommitted changes)' : ''}, dist/ built ${r.git.distBuiltAt ?? '?'}; ${r.machine.cpus} × ${r.machine.cpuModel}, ` +
       `${r.machine.memoryGB} GB, Node ${r.machine.node}; load average at start ${r.machine.loadAvgAtStart.join(' ')}. ` +
       `Runs: ${r.options.rounds} rounds × (${r.options.warmupS} s warm-up + ${r.options.durationS} s measured), ` +
       `${r.options.connections} connections, servers alternated within each round. Medians over rounds; ` +

@@ -187,7 +187,7 @@ export interface BenchReport {
   startedAt: string;
   finishedAt: string;
   machine: { cpus: number; cpuModel: string; node: string; loadAvgAtStart: number[]; memoryGB: number };
-  git: { commit: string; srcDirty: boolean };
+  git: { commit: string; srcDirty: boolean; distBuiltAt?: string };
   options: Record<string, unknown>;
   startup?: StartupResult;
   idleRssMB?: { afterStart: number; afterLoad?: number };

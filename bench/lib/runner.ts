@@ -115,6 +115,15 @@ export async function waitForQuiet(ctx: RunnerContext): Promise<number> {
   }
 }
 
+/** A scrape whose failure says whether the server died, and what it logged last. */
+async function scrapeOf(server: ServerProcess) {
+  try {
+    return await scrape(server.baseUrl);
+  } catch (err) {
+    throw new Error(`${err instanceof Error ? err.message : err}\n${server.describe()}`);
+  }
+}
+
 /** One warm-up (discarded) and one measured autocannon run, with the service's counters around it. */
 async function attempt(
   ctx: RunnerContext,
@@ -132,7 +141,7 @@ async function attempt(
   if (isService) {
     await server.logSettled();
     server.truncateLog();
-    metricsBefore = await scrape(server.baseUrl);
+    metricsBefore = await scrapeOf(server);
     redisBefore = await commandStats(ctx.env.redis);
   }
   const loadStart = performance.now();
@@ -142,7 +151,7 @@ async function attempt(
 
   let probe: ServiceProbe | undefined;
   if (isService) {
-    const metricsAfter = await scrape(server.baseUrl);
+    const metricsAfter = await scrapeOf(server);
     const runtime = runtimeStats(metricsBefore, metricsAfter, (performance.now() - loadStart) / 1000);
     const redisAfter = await commandStats(ctx.env.redis);
     await server.logSettled(); // lines of answered requests (and of the last scrape) land asynchronously

@@ -53,6 +53,8 @@ export interface StartOptions {
   /** stdout (the JSON logs) is appended here; a file lets the bench count lines, /dev/null discards. */
   logPath: string;
   cleanup: Cleanup;
+  /** Working directory (the build snapshot for the service); the repository by default. */
+  cwd?: string;
   timeoutMs?: number;
 }
 
@@ -97,7 +99,7 @@ export class ServerProcess {
     const logFd = openSync(o.logPath, 'a'); // O_APPEND: truncating from outside keeps writes at the new end
     const t0 = performance.now();
     const child = spawn(process.execPath, o.args, {
-      cwd: REPO_ROOT,
+      cwd: o.cwd ?? REPO_ROOT,
       env: o.env,
       stdio: ['ignore', logFd, 'pipe'],
     });
@@ -144,6 +146,12 @@ export class ServerProcess {
   private readLog(): string {
     if (this.logPath === '/dev/null' || !existsSync(this.logPath)) return '';
     return readFileSync(this.logPath, 'utf8');
+  }
+
+  /** For error messages: whether the process is still alive, and what it said last. */
+  describe(): string {
+    const state = this.exitCode === undefined ? 'still running' : `exited with ${this.exitCode}`;
+    return `${this.name} (pid ${this.pid}) ${state}; stderr: ${this.stderr.slice(-1000) || '(empty)'}; log tail:\n${this.logTail()}`;
   }
 
   logTail(): string {

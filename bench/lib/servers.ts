@@ -60,6 +60,7 @@ export class Servers {
       readyPath: '/ready',
       logPath: logPathFor(logName),
       cleanup: this.cleanup,
+      cwd: this.env.build.root,
     });
   }
 

@@ -21,10 +21,25 @@ export function sum(values: readonly number[]): number {
   return values.reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
 }
 
-/** Ordinary least squares y = a + b x; r2 tells how much of the change the line explains. */
-export function linearFit(xs: readonly number[], ys: readonly number[]): { slope: number; r2: number } {
+/** Two-sided 95% Student t quantiles by degrees of freedom (1..30); 1.96 beyond. */
+const T95 = [
+  12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131,
+  2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048, 2.045, 2.042,
+];
+
+export interface Fit {
+  slope: number;
+  /** How much of the change the line explains. */
+  r2: number;
+  /** 95% confidence interval of the slope: a few noisy samples give a wide one. */
+  ciLow: number;
+  ciHigh: number;
+}
+
+/** Ordinary least squares y = a + b x, with the slope's 95% confidence interval. */
+export function linearFit(xs: readonly number[], ys: readonly number[]): Fit {
   const n = xs.length;
-  if (n < 2) return { slope: Number.NaN, r2: Number.NaN };
+  if (n < 3) return { slope: Number.NaN, r2: Number.NaN, ciLow: Number.NaN, ciHigh: Number.NaN };
   const mx = sum(xs) / n;
   const my = sum(ys) / n;
   let sxy = 0;
@@ -38,5 +53,9 @@ export function linearFit(xs: readonly number[], ys: readonly number[]): { slope
     syy += dy * dy;
   }
   const slope = sxx === 0 ? Number.NaN : sxy / sxx;
-  return { slope, r2: sxx === 0 || syy === 0 ? 0 : (sxy * sxy) / (sxx * syy) };
+  const r2 = sxx === 0 || syy === 0 ? 0 : (sxy * sxy) / (sxx * syy);
+  // Standard error of the slope from the residual variance.
+  const se = Math.sqrt(Math.max(0, syy - slope * sxy) / (n - 2) / sxx);
+  const t = T95[n - 3] ?? 1.96;
+  return { slope, r2, ciLow: slope - t * se, ciHigh: slope + t * se };
 }
