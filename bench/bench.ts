@@ -4,7 +4,7 @@
 // file) on real Postgres and Redis, the control in its own process, autocannon in this one. Servers are
 // loaded in turn, A B A B, because two cores shared with Postgres and Redis make single runs noisy.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -59,6 +59,7 @@ const HELP = `usage: npm run bench -- [options]
                       something outside the bench contended (default 180; 0 never waits)
   --max-minutes <n>   hard deadline: clean up and exit 1 past it (default 20)
   --out <dir>         where results go (default bench/results)
+  --render <json>     only re-render <json>'s markdown (targets re-judged) next to it, then exit
 `;
 
 function readOptions() {
@@ -75,6 +76,7 @@ function readOptions() {
       patience: { type: 'string', default: '180' },
       out: { type: 'string', default: join(REPO_ROOT, 'bench/results') },
       list: { type: 'boolean', default: false },
+      render: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -112,6 +114,7 @@ function readOptions() {
     maxMinutes: positive('max-minutes', values['max-minutes']),
     patienceS: positive('patience', values.patience, true),
     outDir: values.out,
+    render: values.render,
   };
 }
 type Options = ReturnType<typeof readOptions>;
@@ -569,7 +572,22 @@ async function main(opts: Options, cleanup: Cleanup) {
   if (report.problems.length > 0) log(`\n!! ${report.problems.length} problem(s): see the top of the report`);
 }
 
+/** Re-judges and re-renders a saved report (after a change to the report code), writing <name>.md beside it. */
+function rerender(jsonPath: string): void {
+  const report = JSON.parse(readFileSync(jsonPath, 'utf8')) as BenchReport;
+  report.dataQuality ??= [];
+  report.targets = evaluateTargets(report);
+  const markdown = renderReport(report);
+  writeFileSync(jsonPath, `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(jsonPath.replace(/\.json$/, '.md'), markdown);
+  process.stdout.write(`${markdown}\n`);
+}
+
 const options = readOptions();
+if (options.render) {
+  rerender(options.render);
+  process.exit(0);
+}
 const cleanup = new Cleanup();
 cleanup.install(options.maxMinutes);
 main(options, cleanup).catch(async (err: unknown) => {

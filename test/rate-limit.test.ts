@@ -83,6 +83,9 @@ describe('token bucket math (GCRA, injected clock)', () => {
         });
       }
       expect(await redis.pttl(key)).toBeGreaterThan(0);
+      // One small int-encoded value per client: within the 160-byte budget per key.
+      expect(await redis.object('ENCODING', key)).toBe('int');
+      expect(await redis.memory('USAGE', key)).toBeLessThanOrEqual(160);
     } finally {
       await redis.del(key);
       redis.disconnect();

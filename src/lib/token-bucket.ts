@@ -48,7 +48,9 @@ if now <= 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
-local tat = tonumber(redis.call('GET', KEYS[1]))
+-- Stored as integer microseconds: Redis keeps it int-encoded (88 B per key instead of 120 B as text).
+local stored = tonumber(redis.call('GET', KEYS[1]))
+local tat = stored and stored / 1000
 if tat == nil or tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - burst * interval
@@ -56,6 +58,6 @@ if now < allow_at then
   return {0, 0, math.ceil(allow_at - now)}
 end
 local ttl = math.ceil(new_tat - now)
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', ttl)
+redis.call('SET', KEYS[1], string.format('%d', math.floor(new_tat * 1000)), 'PX', ttl)
 return {1, math.floor((burst * interval - (new_tat - now)) / interval), ttl}
 `;
