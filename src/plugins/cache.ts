@@ -118,7 +118,9 @@ async function cachePlugin(app: FastifyInstance) {
     // Authentication and authorization ran before this hook; no principal, no cache.
     if (principal === null) return;
     const tag = options.tag(request);
-    const key = `cache:${tag}:${await generation(tag)}:${principal.subject}:${request.url}`;
+    // Known generations are read synchronously: no extra await on the hot path.
+    const gen = generations.get(tag) ?? (await generation(tag));
+    const key = `cache:${tag}:${gen}:${principal.subject}:${request.url}`;
 
     // `Cache-Control: no-cache` from the client: go to the origin (the fresh result refills the cache).
     const bypass = request.headers['cache-control']?.includes('no-cache') === true;

@@ -1,4 +1,5 @@
 // Owns every error response: one handler turns any error, 404 and 405 into application/problem+json.
+import { STATUS_CODES } from 'node:http';
 import type {
   FastifyError,
   FastifyInstance,
@@ -184,37 +185,9 @@ async function errorHandlerPlugin(app: FastifyInstance, options: ErrorHandlerOpt
   });
 }
 
+/** The standard reason phrase (Node's own table), for framework 4xx errors without a problem type of ours. */
 function httpTitle(status: number): string {
-  switch (status) {
-    case 400:
-      return 'Bad Request';
-    case 401:
-      return 'Unauthorized';
-    case 403:
-      return 'Forbidden';
-    case 404:
-      return 'Not Found';
-    case 406:
-      return 'Not Acceptable';
-    case 408:
-      return 'Request Timeout';
-    case 409:
-      return 'Conflict';
-    case 411:
-      return 'Length Required';
-    case 412:
-      return 'Precondition Failed';
-    case 413:
-      return 'Payload Too Large';
-    case 415:
-      return 'Unsupported Media Type';
-    case 422:
-      return 'Unprocessable Content';
-    case 429:
-      return 'Too Many Requests';
-    default:
-      return 'Client Error';
-  }
+  return STATUS_CODES[status] ?? 'Client Error';
 }
 
 export default fp(errorHandlerPlugin, { name: 'error-handler' });

@@ -90,7 +90,8 @@ async function metricsPlugin(app: FastifyInstance) {
     },
   });
 
-  // Label children cached per (method, route, status): prom-client's label hashing costs more than the lookup.
+  // Label children cached per (method, route, status): saves building a labels object and a labels()
+  // call per request (prom-client still hashes the labels inside each observe).
   type Children = { duration: { observe(v: number): void }; requests: { inc(): void } };
   const children = new Map<string, Children>();
 
