@@ -19,4 +19,5 @@ if (!existsSync(built) || statSync(built).mtimeMs < newest('src')) {
   execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], {
     stdio: 'inherit',
   });
+  execFileSync(process.execPath, ['scripts/bundle.mjs'], { stdio: 'inherit' });
 }

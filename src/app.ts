@@ -5,7 +5,12 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import type { Config } from './config.js';
 import { AccessLogController } from './lib/access-log.js';
-import { buildLoggerOptions, genReqId, type LogDestination } from './lib/logger-options.js';
+import {
+  buildLoggerOptions,
+  createLogDestination,
+  genReqId,
+  type LogDestination,
+} from './lib/logger-options.js';
 import apiKeysRoutes from './modules/api-keys/api-keys-routes.js';
 import authRoutes from './modules/auth/auth-routes.js';
 import jwksRoutes from './modules/auth/jwks-routes.js';
@@ -46,7 +51,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const app = Fastify({
     logger: options.logStream
       ? { ...loggerOptions, transport: undefined, stream: options.logStream }
-      : loggerOptions,
+      : loggerOptions.transport
+        ? loggerOptions
+        : { ...loggerOptions, stream: createLogDestination() },
     genReqId,
     requestIdHeader: false,
     logController: new AccessLogController(),

@@ -1,5 +1,9 @@
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { scrubSecrets } from '../src/lib/logger-options.js';
+import { createLogDestination, scrubSecrets } from '../src/lib/logger-options.js';
 
 describe('log redaction (scrubSecrets)', () => {
   it('when secret-named fields appear in the logged object or three levels below it, in any case, then they are replaced', () => {
@@ -44,5 +48,33 @@ describe('log redaction (scrubSecrets)', () => {
     const out = scrubSecrets({ err, at: new Date(0), raw: Buffer.from('x') });
     expect(out.err).toBe(err);
     expect(out.at).toBeInstanceOf(Date);
+  });
+});
+
+describe('log destination (createLogDestination)', () => {
+  it('when many lines are written while writes are in flight, then every line arrives once, whole and in order', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'logdest-'));
+    const file = path.join(dir, 'out.log');
+    const fd = openSync(file, 'w');
+    try {
+      const dest = createLogDestination(fd);
+      const logger = pino({ base: null }, dest);
+      for (let i = 0; i < 5000; i++) logger.info({ i, text: 'é😀' }, 'line');
+      await new Promise<void>((resolve, reject) =>
+        dest.flush((err?: Error) => (err ? reject(err) : resolve())),
+      );
+      logger.info({ i: 5000 }, 'after flush');
+      dest.flushSync(); // what pino does on process exit
+      const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+      expect(lines).toHaveLength(5001);
+      lines.forEach((line, i) => {
+        const parsed = JSON.parse(line) as { i: number; text?: string };
+        expect(parsed.i).toBe(i);
+        if (i < 5000) expect(parsed.text).toBe('é😀');
+      });
+    } finally {
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -29,6 +29,46 @@ describe('metrics', () => {
     );
   });
 
+  it('when a route is hit, then its histogram has cumulative buckets ending in +Inf = _count, and a _sum', async () => {
+    for (let i = 0; i < 3; i++) await request(t.app.server).get('/test/items/789');
+    await request(t.app.server).post('/test/items/789'); // no POST route: counted as unmatched
+    const text = (await request(t.app.server).get('/metrics')).text;
+    const series = 'method="GET",route="/test/items/:id",status_code="200"';
+    const count = Number(
+      new RegExp(`http_request_duration_seconds_count\\{${series}\\} (\\d+)`).exec(text)?.[1],
+    );
+    const buckets = [
+      ...text.matchAll(
+        new RegExp(`http_request_duration_seconds_bucket\\{le="([^"]+)",${series}\\} (\\d+)`, 'g'),
+      ),
+    ];
+    expect(buckets.map((m) => m[1])).toEqual([
+      '0.001',
+      '0.0025',
+      '0.005',
+      '0.01',
+      '0.025',
+      '0.05',
+      '0.1',
+      '0.25',
+      '0.5',
+      '1',
+      '2.5',
+      '5',
+      '10',
+      '+Inf',
+    ]);
+    const values = buckets.map((m) => Number(m[2]));
+    expect(values).toEqual([...values].sort((a, b) => a - b));
+    expect(values.at(-1)).toBe(count);
+    expect(count).toBeGreaterThanOrEqual(3);
+    expect(text).toContain(`http_requests_total{${series}} ${count}`);
+    expect(text).toMatch(new RegExp(`http_request_duration_seconds_sum\\{${series}\\} \\d`));
+    expect(text).toMatch(/http_requests_total\{method="POST",route="unmatched",status_code="40\d"\} 1/);
+    expect(text).toContain('# TYPE http_request_duration_seconds histogram');
+    expect(text).toContain('# TYPE http_requests_total counter');
+  });
+
   it('when scraped, then process, pool, Redis, in-flight and build info metrics are exported', async () => {
     await request(t.app.server).get('/ready');
     const res = await request(t.app.server).get('/metrics');

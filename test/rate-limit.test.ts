@@ -153,6 +153,14 @@ describe('rate limiting over shared Redis', () => {
       expect((await request(t.app.server).get('/v1/me').set('x-api-key', b.key)).status).toBe(200);
     });
 
+    it('when an unmatched URL is requested, then its 404 is limited and carries the same headers', async () => {
+      const res = await request(t.app.server).get('/no/such/route');
+      expect(res.status).toBe(404);
+      expect(res.headers['ratelimit-policy']).toBe('"default";q=3;w=60');
+      expect(res.headers.ratelimit).toMatch(/^"default";r=\d+;t=\d+$/);
+      expect(res.headers['x-ratelimit-remaining']).toBeDefined();
+    });
+
     it('when headers are read, then they parse as structured fields and r decreases by one per request', async () => {
       const k = await createKey(t.app, ['items:read']);
       const seen: number[] = [];

@@ -112,63 +112,65 @@ async function cachePlugin(app: FastifyInstance) {
     return reply.type(entry.contentType).send(entry.body);
   }
 
-  const lookup: preHandlerHookHandler = async (request, reply) => {
-    const options = request.routeOptions.config.cache as RouteCacheOptions;
-    const principal = request.principal;
-    // Authentication and authorization ran before this hook; no principal, no cache.
-    if (principal === null) return;
-    const tag = options.tag(request);
-    // Known generations are read synchronously: no extra await on the hot path.
-    const gen = generations.get(tag) ?? (await generation(tag));
-    const key = `cache:${tag}:${gen}:${principal.subject}:${request.url}`;
+  // Built per route, with the route's options bound: no routeOptions getter on the hot path.
+  const lookupFor =
+    (options: RouteCacheOptions): preHandlerHookHandler =>
+    async (request, reply) => {
+      const principal = request.principal;
+      // Authentication and authorization ran before this hook; no principal, no cache.
+      if (principal === null) return;
+      const tag = options.tag(request);
+      // Known generations are read synchronously: no extra await on the hot path.
+      const gen = generations.get(tag) ?? (await generation(tag));
+      const key = `cache:${tag}:${gen}:${principal.subject}:${request.url}`;
 
-    // `Cache-Control: no-cache` from the client: go to the origin (the fresh result refills the cache).
-    const bypass = request.headers['cache-control']?.includes('no-cache') === true;
-    const local = bypass ? undefined : memory.get(key);
-    if (local) {
-      count.memoryHit.inc();
-      return send(request, reply, local, 'HIT');
-    }
-    count.memoryMiss.inc();
-
-    // Single flight across both tiers: the first miss claims the key, later ones wait for its result.
-    const pending = bypass ? undefined : inflight.get(key);
-    if (pending) {
-      const entry = await pending;
-      if (entry) return send(request, reply, entry, 'HIT');
-      reply.header('x-cache', 'MISS'); // the first load failed: load without claiming
-      return;
-    }
-    let resolve!: (entry: Entry | null) => void;
-    inflight.set(
-      key,
-      new Promise<Entry | null>((r) => {
-        resolve = r;
-      }),
-    );
-
-    if (!bypass && redis && redisUsable()) {
-      try {
-        const [[, raw], [, pttl]] = (await redis.multi().get(key).pttl(key).exec()) as [
-          [null, string | null],
-          [null, number],
-        ];
-        if (raw !== null) {
-          count.redisHit.inc();
-          const entry = JSON.parse(raw) as Entry;
-          memory.set(key, entry, { ttl: Math.max(1, pttl) });
-          inflight.delete(key);
-          resolve(entry);
-          return send(request, reply, entry, 'HIT');
-        }
-        count.redisMiss.inc();
-      } catch (err) {
-        redisFailed(err);
+      // `Cache-Control: no-cache` from the client: go to the origin (the fresh result refills the cache).
+      const bypass = request.headers['cache-control']?.includes('no-cache') === true;
+      const local = bypass ? undefined : memory.get(key);
+      if (local) {
+        count.memoryHit.inc();
+        return send(request, reply, local, 'HIT');
       }
-    }
-    fills.set(request, { key, tag, ttlMs: (options.ttl ?? config.CACHE_DEFAULT_TTL) * 1000, resolve });
-    reply.header('x-cache', 'MISS');
-  };
+      count.memoryMiss.inc();
+
+      // Single flight across both tiers: the first miss claims the key, later ones wait for its result.
+      const pending = bypass ? undefined : inflight.get(key);
+      if (pending) {
+        const entry = await pending;
+        if (entry) return send(request, reply, entry, 'HIT');
+        reply.header('x-cache', 'MISS'); // the first load failed: load without claiming
+        return;
+      }
+      let resolve!: (entry: Entry | null) => void;
+      inflight.set(
+        key,
+        new Promise<Entry | null>((r) => {
+          resolve = r;
+        }),
+      );
+
+      if (!bypass && redis && redisUsable()) {
+        try {
+          const [[, raw], [, pttl]] = (await redis.multi().get(key).pttl(key).exec()) as [
+            [null, string | null],
+            [null, number],
+          ];
+          if (raw !== null) {
+            count.redisHit.inc();
+            const entry = JSON.parse(raw) as Entry;
+            memory.set(key, entry, { ttl: Math.max(1, pttl) });
+            inflight.delete(key);
+            resolve(entry);
+            return send(request, reply, entry, 'HIT');
+          }
+          count.redisMiss.inc();
+        } catch (err) {
+          redisFailed(err);
+        }
+      }
+      fills.set(request, { key, tag, ttlMs: (options.ttl ?? config.CACHE_DEFAULT_TTL) * 1000, resolve });
+      reply.header('x-cache', 'MISS');
+    };
 
   const store: onSendHookHandler = (request, reply, payload, done) => {
     const fill = fills.get(request);
@@ -213,7 +215,10 @@ async function cachePlugin(app: FastifyInstance) {
   app.addHook('onRoute', (route) => {
     if (!route.config?.cache || route.method !== 'GET') return;
     const pre = route.preHandler;
-    route.preHandler = [...(Array.isArray(pre) ? pre : pre ? [pre] : []), lookup];
+    route.preHandler = [
+      ...(Array.isArray(pre) ? pre : pre ? [pre] : []),
+      lookupFor(route.config.cache as RouteCacheOptions),
+    ];
     const onSend = route.onSend;
     route.onSend = [...(Array.isArray(onSend) ? onSend : onSend ? [onSend] : []), store];
     const onResponse = route.onResponse;

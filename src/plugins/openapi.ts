@@ -1,7 +1,5 @@
 // Owns the OpenAPI 3.1 document generated from the zod route schemas, /openapi.json and the /docs page.
-import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { jsonSchemaTransform } from 'fastify-type-provider-zod';
@@ -36,6 +34,11 @@ export default fp(openapiPlugin, { name: 'openapi' });
 export async function openapiRoutes(app: FastifyInstance) {
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   if (!app.config.DOCS_ENABLED) return;
+  // Loaded only when the page is on (never in production by default): no start-up cost otherwise.
+  const [{ default: helmet }, { default: swaggerUi }] = await Promise.all([
+    import('@fastify/helmet'),
+    import('@fastify/swagger-ui'),
+  ]);
   await app.register(async (docs) => {
     // The docs page runs swagger-ui's own scripts and styles; this relaxation never reaches API routes.
     // The API's precomputed CSP is dropped here so @fastify/helmet's header (set on the raw response) wins.

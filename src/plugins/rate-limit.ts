@@ -1,6 +1,6 @@
 // Owns rate limiting: @fastify/rate-limit over a token bucket (GCRA) in Redis, in memory while Redis is away.
 import rateLimit, { normalizeIP } from '@fastify/rate-limit';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest, onSendHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Result } from 'ioredis';
 import { LRUCache } from 'lru-cache';
@@ -16,13 +16,6 @@ declare module 'ioredis' {
       burst: number,
       now: number,
     ): Result<[number, number, number], Context>;
-  }
-}
-
-declare module 'fastify' {
-  interface FastifyContextConfig {
-    /** The RateLimit-Policy header value of this route, computed once when the route is added. */
-    rateLimitPolicy?: string;
   }
 }
 
@@ -151,7 +144,19 @@ async function rateLimitPlugin(app: FastifyInstance) {
     }
   }
 
-  // Each route's RateLimit-Policy, computed once.
+  // Structured-field headers next to the X-RateLimit-* ones the plugin sets, on every limited
+  // response: each route's RateLimit-Policy is computed once and bound into its own onSend hook.
+  const ietfHeaders = (policy: string): onSendHookHandler => {
+    const name = policy.slice(0, policy.indexOf(';'));
+    return (_request, reply, payload, done) => {
+      const remaining = reply.getHeader('x-ratelimit-remaining');
+      if (remaining !== undefined) {
+        reply.header('ratelimit-policy', policy);
+        reply.header('ratelimit', `${name};r=${remaining};t=${reply.getHeader('x-ratelimit-reset')}`);
+      }
+      done(null, payload);
+    };
+  };
   app.addHook('onRoute', (route) => {
     const rl = route.config?.rateLimit as { max?: number; timeWindow?: number } | false | undefined;
     if (rl === false) return;
@@ -159,7 +164,14 @@ async function rateLimitPlugin(app: FastifyInstance) {
       rl && typeof rl.max === 'number' && typeof rl.timeWindow === 'number'
         ? policyHeader('route', rl.max, rl.timeWindow)
         : defaultPolicy;
-    route.config = { ...route.config, rateLimitPolicy: policy };
+    const hook = ietfHeaders(policy);
+    route.onSend = route.onSend === undefined ? [hook] : [route.onSend, hook].flat();
+  });
+  // Unmatched URLs are limited too (the not-found handler's preHandler), with the default policy.
+  const notFoundHeaders = ietfHeaders(defaultPolicy);
+  app.addHook('onSend', function (request, reply, payload, done) {
+    if (request.is404) notFoundHeaders.call(this, request, reply, payload, done);
+    else done(null, payload);
   });
 
   await app.register(rateLimit, {
@@ -176,18 +188,6 @@ async function rateLimitPlugin(app: FastifyInstance) {
         extensions: { retryAfter: Math.ceil(context.ttl / 1000) },
         headers: { 'retry-after': String(Math.ceil(context.ttl / 1000)) },
       }),
-  });
-
-  // Structured-field headers next to the X-RateLimit-* ones the plugin sets, on every limited response.
-  app.addHook('onSend', (request, reply, payload, done) => {
-    const remaining = reply.getHeader('x-ratelimit-remaining');
-    if (remaining !== undefined) {
-      const policy = request.routeOptions.config.rateLimitPolicy ?? defaultPolicy;
-      const name = policy.slice(0, policy.indexOf(';'));
-      reply.header('ratelimit-policy', policy);
-      reply.header('ratelimit', `${name};r=${remaining};t=${reply.getHeader('x-ratelimit-reset')}`);
-    }
-    done(null, payload);
   });
 }
 

@@ -236,11 +236,17 @@ describe('docker/Dockerfile', () => {
     const buildInputs = lineage(dockerfile, build).flatMap((s) =>
       copies(dockerfile, s).flatMap((c) => c.sources),
     );
+    // Scripts `npm run build` runs (the bundler) must be in the build stage too.
+    const buildScript = (JSON.parse(readText('package.json')) as { scripts: Record<string, string> }).scripts
+      .build as string;
+    const scripts = [...buildScript.matchAll(/node (scripts\/\S+)/g)].map((m) => m[1] as string);
+    expect(scripts).toContain('scripts/bundle.mjs');
     for (const file of [
       'tsconfig.build.json',
       tsconfig.extends?.replace(/^\.\//, ''),
       'src',
       'package-lock.json',
+      ...scripts,
     ])
       if (file !== undefined) expect(buildInputs, `the build stage needs ${file}`).toContain(file);
   });
