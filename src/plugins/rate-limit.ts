@@ -46,8 +46,11 @@ async function rateLimitPlugin(app: FastifyInstance) {
 
   const redis = app.redis;
   redis?.defineCommand('gcra', { numberOfKeys: 1, lua: GCRA_LUA });
+  // The fallback store, used only while Redis is away: bounded by maxSize (one unit per key) so its
+  // storage grows with use instead of being preallocated for every possible key at start-up.
   const memory = new LRUCache<string, number>({
-    max: config.RATE_LIMIT_MEMORY_MAX_KEYS,
+    maxSize: config.RATE_LIMIT_MEMORY_MAX_KEYS,
+    sizeCalculation: () => 1,
     ttlAutopurge: false,
   });
 
