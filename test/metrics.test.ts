@@ -69,6 +69,18 @@ describe('metrics', () => {
     expect(text).toContain('# TYPE http_requests_total counter');
   });
 
+  it('when the registry is reset, then the HTTP series restart from zero and keep counting', async () => {
+    await request(t.app.server).get('/test/items/1');
+    for (const name of ['http_requests_total', 'http_request_duration_seconds'])
+      t.app.metrics.registry.getSingleMetric(name)?.reset(); // what registry.resetMetrics() calls
+    await request(t.app.server).get('/test/items/2');
+    const text = (await request(t.app.server).get('/metrics')).text;
+    expect(text).toContain('http_requests_total{method="GET",route="/test/items/:id",status_code="200"} 1');
+    expect(text).toMatch(
+      /http_request_duration_seconds_bucket\{le="\+Inf",method="GET",route="\/test\/items\/:id",status_code="200"\} 1/,
+    );
+  });
+
   it('when scraped, then process, pool, Redis, in-flight and build info metrics are exported', async () => {
     await request(t.app.server).get('/ready');
     const res = await request(t.app.server).get('/metrics');

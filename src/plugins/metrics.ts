@@ -116,7 +116,16 @@ class HttpMetrics {
   ): Metric {
     // The interface prom-client's registry reads: get() at scrape time, reset() from resetMetrics().
     const get = async () => ({ name, help, type, aggregator: 'sum', values: values() });
-    return { name, help, type, get, reset: () => this.routes.clear() } as unknown as Metric;
+    return { name, help, type, get, reset: () => this.reset() } as unknown as Metric;
+  }
+
+  /** Zeroes every series in place: the per-route recorders handed out by route() stay valid. */
+  private reset() {
+    for (const s of this.series()) {
+      s.buckets.fill(0);
+      s.sum = 0;
+      s.count = 0;
+    }
   }
 }
 
@@ -124,9 +133,9 @@ async function metricsPlugin(app: FastifyInstance) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
-  const http = new HttpMetrics();
-  registry.registerMetric(http.durationMetric());
-  registry.registerMetric(http.requestsMetric());
+  const httpMetrics = new HttpMetrics();
+  registry.registerMetric(httpMetrics.durationMetric());
+  registry.registerMetric(httpMetrics.requestsMetric());
   let inFlight = 0;
   new Gauge({
     name: 'http_requests_in_flight',
@@ -188,14 +197,14 @@ async function metricsPlugin(app: FastifyInstance) {
   // the hot path reads no routeOptions (a getter that builds an object per call) and builds no key.
   app.addHook('onRoute', (route) => {
     if (route.config?.metrics === false) return;
-    const series = http.route(route.url);
+    const series = httpMetrics.route(route.url);
     const hook: onResponseHookHandler = (request, reply, done) => {
       series.observe(request.method, reply.statusCode, reply.elapsedTime / 1000);
       done();
     };
     route.onResponse = route.onResponse === undefined ? [hook] : [route.onResponse, hook].flat();
   });
-  const unmatched = http.route(UNMATCHED_ROUTE);
+  const unmatched = httpMetrics.route(UNMATCHED_ROUTE);
   app.addHook('onRequest', (_request, _reply, done) => {
     inFlight++;
     done();
