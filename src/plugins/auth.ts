@@ -6,6 +6,7 @@ import fp from 'fastify-plugin';
 import { LRUCache } from 'lru-cache';
 import { Counter } from 'prom-client';
 import { apiKeyPattern, parseApiKey, secretMatches } from '../lib/api-key.js';
+import { batchedCounter } from '../lib/batched-counter.js';
 import { type JwtKey, loadJwtKeys } from '../lib/jwt-keys.js';
 import { HttpProblem, serviceUnavailable } from '../lib/problem.js';
 import { createApiKeysRepository } from '../modules/api-keys/api-keys-repository.js';
@@ -175,7 +176,7 @@ async function authPlugin(app: FastifyInstance) {
   }
 
   // Metrics.
-  const attempts = new Counter({
+  const attempts = batchedCounter({
     name: 'auth_attempts_total',
     help: 'Authentication attempts by credential method and result.',
     labelNames: ['method', 'result'] as const,
@@ -188,8 +189,8 @@ async function authPlugin(app: FastifyInstance) {
     registers: [app.metrics.registry],
   });
   const success = {
-    api_key: attempts.labels('api_key', 'success'),
-    jwt: attempts.labels('jwt', 'success'),
+    api_key: attempts.child({ method: 'api_key', result: 'success' }),
+    jwt: attempts.child({ method: 'jwt', result: 'success' }),
   };
 
   // Repeated failures from one address become one audit event per minute.
@@ -202,7 +203,7 @@ async function authPlugin(app: FastifyInstance) {
   }
 
   function fail(request: FastifyRequest, method: string, reason: FailureReason): never {
-    attempts.labels(method, 'failure').inc();
+    attempts.counter.labels(method, 'failure').inc();
     failures.labels(reason).inc();
     const now = Date.now();
     const ip = request.ip;

@@ -8,7 +8,7 @@ import type {
 } from 'fastify';
 import fp from 'fastify-plugin';
 import { LRUCache } from 'lru-cache';
-import { Counter } from 'prom-client';
+import { batchedCounter } from '../lib/batched-counter.js';
 import { matches } from '../lib/etag.js';
 
 export interface RouteCacheOptions {
@@ -61,17 +61,17 @@ async function cachePlugin(app: FastifyInstance) {
   const inflight = new Map<string, Promise<Entry | null>>();
   let redisRetryAt = 0;
 
-  const requests = new Counter({
+  const requests = batchedCounter({
     name: 'cache_requests_total',
     help: 'Response cache lookups by tier and result.',
     labelNames: ['tier', 'result'] as const,
     registers: [app.metrics.registry],
   });
   const count = {
-    memoryHit: requests.labels('memory', 'hit'),
-    memoryMiss: requests.labels('memory', 'miss'),
-    redisHit: requests.labels('redis', 'hit'),
-    redisMiss: requests.labels('redis', 'miss'),
+    memoryHit: requests.child({ tier: 'memory', result: 'hit' }),
+    memoryMiss: requests.child({ tier: 'memory', result: 'miss' }),
+    redisHit: requests.child({ tier: 'redis', result: 'hit' }),
+    redisMiss: requests.child({ tier: 'redis', result: 'miss' }),
   };
 
   const redisUsable = () => redis !== null && redis.status === 'ready' && Date.now() >= redisRetryAt;

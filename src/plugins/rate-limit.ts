@@ -4,7 +4,8 @@ import type { FastifyInstance, FastifyRequest, onSendHookHandler } from 'fastify
 import fp from 'fastify-plugin';
 import type { Result } from 'ioredis';
 import { LRUCache } from 'lru-cache';
-import { Counter, Gauge } from 'prom-client';
+import { Gauge } from 'prom-client';
+import { batchedCounter } from '../lib/batched-counter.js';
 import { HttpProblem } from '../lib/problem.js';
 import { type BucketParams, type Decision, decide, GCRA_LUA } from '../lib/token-bucket.js';
 
@@ -54,17 +55,20 @@ async function rateLimitPlugin(app: FastifyInstance) {
     ttlAutopurge: false,
   });
 
-  const decisions = new Counter({
+  const decisions = batchedCounter({
     name: 'rate_limit_decisions_total',
     help: 'Rate limit decisions by result and backend.',
     labelNames: ['result', 'backend'] as const,
     registers: [app.metrics.registry],
   });
   const count = {
-    redis: { allowed: decisions.labels('allowed', 'redis'), limited: decisions.labels('limited', 'redis') },
+    redis: {
+      allowed: decisions.child({ result: 'allowed', backend: 'redis' }),
+      limited: decisions.child({ result: 'limited', backend: 'redis' }),
+    },
     memory: {
-      allowed: decisions.labels('allowed', 'memory'),
-      limited: decisions.labels('limited', 'memory'),
+      allowed: decisions.child({ result: 'allowed', backend: 'memory' }),
+      limited: decisions.child({ result: 'limited', backend: 'memory' }),
     },
   };
   const backendGauge = new Gauge({
