@@ -7,7 +7,7 @@ import { LRUCache } from 'lru-cache';
 import { Counter } from 'prom-client';
 import { apiKeyPattern, parseApiKey, secretMatches } from '../lib/api-key.js';
 import { batchedCounter } from '../lib/batched-counter.js';
-import { type JwtKey, loadJwtKeys } from '../lib/jwt-keys.js';
+import { createTokenVerifier, type JwtKey, loadJwtKeys, type TokenVerifier } from '../lib/jwt-keys.js';
 import { HttpProblem, serviceUnavailable } from '../lib/problem.js';
 import { createApiKeysRepository } from '../modules/api-keys/api-keys-repository.js';
 import { type AuditEvent, createAuditRepository } from '../modules/audit/audit-repository.js';
@@ -135,8 +135,6 @@ async function authPlugin(app: FastifyInstance) {
     requiredClaims: ['exp', 'iss', 'aud', 'sub', 'jti'],
     clockTolerance: config.JWT_CLOCK_TOLERANCE_S * 1000,
     checkTyp: 'jwt',
-    // fast-jwt hashes each token for its cache key (~3% of the hot path). A custom key builder would
-    // save that but makes fast-jwt warn on every start, so the library's safe default stays.
     cache: 10_000,
   };
   for (const key of keys) {
@@ -160,16 +158,20 @@ async function authPlugin(app: FastifyInstance) {
   }
   const jwtByKid = app.jwt as unknown as Record<string, JWT>;
   const signer = keys[0]?.signKey ? jwtByKid[keys[0].kid] : undefined;
-  const onlyVerifier = keys.length === 1 ? jwtByKid[keys[0]?.kid as string] : undefined;
+  // Verification calls fast-jwt's verifier directly (the one @fastify/jwt would build from the same
+  // options): @fastify/jwt re-merges its options on every verify() call.
+  const verifiers: Record<string, TokenVerifier> = {};
+  for (const key of keys) verifiers[key.kid] = createTokenVerifier({ key: key.verifyKey, ...verifyOptions });
+  const onlyVerifier = keys.length === 1 ? verifiers[keys[0]?.kid as string] : undefined;
 
-  function verifierFor(token: string): JWT | undefined {
+  function verifierFor(token: string): TokenVerifier | undefined {
     if (onlyVerifier) return onlyVerifier;
     // Several keys (rotation): pick by the header's kid; fast-jwt then checks the signature.
     try {
       const header = JSON.parse(Buffer.from(token.slice(0, token.indexOf('.')), 'base64url').toString()) as {
         kid?: unknown;
       };
-      return typeof header.kid === 'string' ? jwtByKid[header.kid] : undefined;
+      return typeof header.kid === 'string' ? verifiers[header.kid] : undefined;
     } catch {
       return undefined;
     }
@@ -291,7 +293,7 @@ async function authPlugin(app: FastifyInstance) {
     if (!verifier) fail(request, 'jwt', 'invalid_signature');
     let claims: TokenClaims;
     try {
-      claims = verifier.verify<TokenClaims>(token);
+      claims = verifier(token) as TokenClaims;
     } catch (err) {
       fail(request, 'jwt', JWT_ERRORS[(err as { code?: string }).code ?? ''] ?? 'invalid_token');
     }
@@ -419,7 +421,7 @@ async function authPlugin(app: FastifyInstance) {
       let claims: TokenClaims;
       try {
         if (!verifier) throw new Error('unknown key');
-        claims = verifier.verify<TokenClaims>(token);
+        claims = verifier(token) as TokenClaims;
       } catch {
         // Invalid or expired tokens need no revocation (RFC 7009 answers them with success too).
         return { revoked: false };
