@@ -51,26 +51,24 @@ export async function runPaced(o: {
     { length: o.connections },
     () => new http.Agent({ keepAlive: true, maxSockets: 1, maxFreeSockets: 1 }),
   );
+  const requestOptions = (agent: http.Agent): http.RequestOptions => ({
+    host: url.hostname,
+    port: url.port,
+    method: o.request.method,
+    path: o.request.path,
+    headers: o.request.headers,
+    agent,
+    timeout: 10_000,
+  });
   // Open every connection first (one request each, not measured), so TCP set-up is not in the numbers.
   await Promise.all(
     agents.map(
       (agent) =>
         new Promise<void>((resolve) => {
-          const req = http.request(
-            {
-              host: url.hostname,
-              port: url.port,
-              method: o.request.method,
-              path: o.request.path,
-              headers: o.request.headers,
-              agent,
-              timeout: 10_000,
-            },
-            (res) => {
-              res.resume();
-              res.on('end', () => resolve());
-            },
-          );
+          const req = http.request(requestOptions(agent), (res) => {
+            res.resume();
+            res.on('end', () => resolve());
+          });
           req.on('error', () => resolve());
           req.end(o.request.body);
         }),
@@ -90,28 +88,17 @@ export async function runPaced(o: {
     };
     const fire = (i: number, due: number) => {
       const start = performance.now();
-      const req = http.request(
-        {
-          host: url.hostname,
-          port: url.port,
-          method: o.request.method,
-          path: o.request.path,
-          headers: o.request.headers,
-          agent: agents[i % agents.length],
-          timeout: 10_000,
-        },
-        (res) => {
-          res.resume();
-          res.on('end', () => {
-            const end = performance.now();
-            fromDue[completed] = end - due;
-            fromSend[completed] = end - start;
-            completed++;
-            if ((res.statusCode ?? 0) < 200 || (res.statusCode ?? 0) >= 300) non2xx++;
-            finishOne();
-          });
-        },
-      );
+      const req = http.request(requestOptions(agents[i % agents.length] as http.Agent), (res) => {
+        res.resume();
+        res.on('end', () => {
+          const end = performance.now();
+          fromDue[completed] = end - due;
+          fromSend[completed] = end - start;
+          completed++;
+          if ((res.statusCode ?? 0) < 200 || (res.statusCode ?? 0) >= 300) non2xx++;
+          finishOne();
+        });
+      });
       req.on('timeout', () => req.destroy(new Error('timeout')));
       req.on('error', () => {
         errors++;

@@ -10,6 +10,7 @@ import fp from 'fastify-plugin';
 import { LRUCache } from 'lru-cache';
 import { batchedCounter } from '../lib/batched-counter.js';
 import { matches } from '../lib/etag.js';
+import { appendRouteHook } from '../lib/route-hooks.js';
 
 export interface RouteCacheOptions {
   /** Seconds; CACHE_DEFAULT_TTL when absent. */
@@ -216,21 +217,12 @@ async function cachePlugin(app: FastifyInstance) {
 
   app.addHook('onRoute', (route) => {
     if (!route.config?.cache || route.method !== 'GET') return;
-    const pre = route.preHandler;
-    route.preHandler = [
-      ...(Array.isArray(pre) ? pre : pre ? [pre] : []),
-      lookupFor(route.config.cache as RouteCacheOptions),
-    ];
-    const onSend = route.onSend;
-    route.onSend = [...(Array.isArray(onSend) ? onSend : onSend ? [onSend] : []), store];
-    const onResponse = route.onResponse;
-    route.onResponse = [
-      ...(Array.isArray(onResponse) ? onResponse : onResponse ? [onResponse] : []),
-      (request, _reply, done) => {
-        release(request);
-        done();
-      },
-    ];
+    appendRouteHook(route, 'preHandler', lookupFor(route.config.cache as RouteCacheOptions));
+    appendRouteHook(route, 'onSend', store);
+    appendRouteHook(route, 'onResponse', (request, _reply, done) => {
+      release(request);
+      done();
+    });
   });
 
   // Tags written while Redis was unreachable: their shared generation is bumped once it is back,

@@ -10,6 +10,7 @@ import {
   type MetricValueWithName,
   Registry,
 } from 'prom-client';
+import { appendRouteHook } from '../lib/route-hooks.js';
 import { PACKAGE_VERSION } from '../lib/version.js';
 
 declare module 'fastify' {
@@ -202,7 +203,7 @@ async function metricsPlugin(app: FastifyInstance) {
       series.observe(request.method, reply.statusCode, reply.elapsedTime / 1000);
       done();
     };
-    route.onResponse = route.onResponse === undefined ? [hook] : [route.onResponse, hook].flat();
+    appendRouteHook(route, 'onResponse', hook);
   });
   const unmatched = httpMetrics.route(UNMATCHED_ROUTE);
   app.addHook('onRequest', (_request, _reply, done) => {

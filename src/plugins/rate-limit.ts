@@ -7,6 +7,7 @@ import { LRUCache } from 'lru-cache';
 import { Gauge } from 'prom-client';
 import { batchedCounter } from '../lib/batched-counter.js';
 import { HttpProblem } from '../lib/problem.js';
+import { appendRouteHook } from '../lib/route-hooks.js';
 import { type BucketParams, type Decision, decide, GCRA_LUA } from '../lib/token-bucket.js';
 
 declare module 'ioredis' {
@@ -171,8 +172,7 @@ async function rateLimitPlugin(app: FastifyInstance) {
       rl && typeof rl.max === 'number' && typeof rl.timeWindow === 'number'
         ? policyHeader('route', rl.max, rl.timeWindow)
         : defaultPolicy;
-    const hook = ietfHeaders(policy);
-    route.onSend = route.onSend === undefined ? [hook] : [route.onSend, hook].flat();
+    appendRouteHook(route, 'onSend', ietfHeaders(policy));
   });
   // Unmatched URLs are limited too (the not-found handler's preHandler), with the default policy.
   const notFoundHeaders = ietfHeaders(defaultPolicy);
