@@ -123,15 +123,18 @@ const log = (message: string) => process.stderr.write(`${message}\n`);
 
 /** Cold starts of the compiled service, each stopped again: spawn to /ready 200, and its own startupMs. */
 async function measureStartup(servers: Servers, count: number): Promise<StartupResult> {
-  const result: StartupResult = { wallMs: [], startupMs: [] };
+  const result: StartupResult = { wallMs: [], startupMs: [], compileCache: [] };
   for (let i = 0; i < count; i++) {
     const s = await servers.startService('service', { logName: `start-${i}` });
     result.wallMs.push(s.readyWallMs);
-    result.startupMs.push((await s.startupMs()) ?? Number.NaN);
+    const ready = await s.readyLine();
+    result.startupMs.push(ready?.startupMs ?? Number.NaN);
+    result.compileCache?.push(ready?.compileCache ?? 'unknown');
     await s.stop();
     s.removeLog();
     log(
-      `  start ${i + 1}: ${s.readyWallMs.toFixed(0)} ms to /ready 200, startupMs ${result.startupMs.at(-1)}`,
+      `  start ${i + 1}: ${s.readyWallMs.toFixed(0)} ms to /ready 200, startupMs ${result.startupMs.at(-1)}, ` +
+        `code cache ${result.compileCache?.at(-1)}`,
     );
   }
   // Also with MIGRATE_ON_START=true (nothing pending): what a single-replica deployment pays.

@@ -1,6 +1,14 @@
 // The bundled dist/server.js (what `npm start` and the image run) works where the tsx-run source does.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,9 +27,9 @@ describe('the bundled server', () => {
     copyFileSync('package.json', path.join(root, 'package.json'));
     symlinkSync(path.resolve('migrations'), path.join(root, 'migrations'));
     symlinkSync(path.resolve('node_modules'), path.join(root, 'node_modules'));
-    execFileSync(process.execPath, ['scripts/bundle.mjs', '--outfile', path.join(root, 'dist/server.js')]);
-    // ASCII only: V8 would otherwise hold the whole module source as two-byte characters.
-    expect(readFileSync(path.join(root, 'dist/server.js')).some((byte) => byte > 0x7f)).toBe(false);
+    execFileSync(process.execPath, ['scripts/bundle.mjs', '--outdir', path.join(root, 'dist')]);
+    // ASCII only: V8 would otherwise hold the whole bundle's source as two-byte characters.
+    expect(readFileSync(path.join(root, 'dist/server.bundle.cjs')).some((byte) => byte > 0x7f)).toBe(false);
   }, 60_000);
   afterAll(async () => {
     await db.drop();
@@ -40,7 +48,9 @@ describe('the bundled server', () => {
       },
       path.join(root, 'dist/server.js'),
     );
-    await server.waitForLog('ready');
+    const ready = await server.waitForLog('ready');
+    // The build's code cache matched the bundle and this Node.js, so V8 compiled nothing it held.
+    expect(ready.compileCache).toBe('used');
     const base = `http://127.0.0.1:${server.port}`;
     expect((await fetch(`${base}/ready`)).status).toBe(200);
     const health = (await (await fetch(`${base}/health`)).json()) as { version: string };
@@ -68,5 +78,28 @@ describe('the bundled server', () => {
     expect(server.logs.some((l) => l.msg === 'migrations up to date')).toBe(true);
     server.child.kill('SIGTERM');
     expect(await server.exited).toBe(0);
+  });
+
+  it('when the bundle no longer matches its code cache, then the cache is not used and the server still starts', async () => {
+    const bundle = path.join(root, 'dist/server.bundle.cjs');
+    const original = readFileSync(bundle);
+    // Same length, other bytes (the final newline as a space): V8's own check compares the source's
+    // length only, so it would take the stale cache; the SHA-256 in front of it must not.
+    const changed = Buffer.from(original);
+    changed[changed.length - 1] = 0x20;
+    writeFileSync(bundle, changed);
+    try {
+      const server = await startServer(
+        { NODE_ENV: 'test', DATABASE_URL: db.url, SHUTDOWN_DELAY_MS: '0' },
+        path.join(root, 'dist/server.js'),
+      );
+      const ready = await server.waitForLog('ready');
+      expect(ready.compileCache).toBe('none');
+      expect((await fetch(`http://127.0.0.1:${server.port}/health`)).status).toBe(200);
+      server.child.kill('SIGTERM');
+      expect(await server.exited).toBe(0);
+    } finally {
+      writeFileSync(bundle, original);
+    }
   });
 });

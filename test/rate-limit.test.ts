@@ -60,7 +60,7 @@ describe('token bucket math (GCRA, injected clock)', () => {
 
   it('when the Lua script runs in real Redis with the same clock, then it decides exactly like the math', async () => {
     const redis = new Redis(TEST_REDIS_URL);
-    redis.defineCommand('gcra', { numberOfKeys: 1, lua: GCRA_LUA });
+    redis.defineCommand('gcra', { lua: GCRA_LUA });
     const key = `test:gcra:${randomUUID()}`;
     try {
       let now = 1_800_000_000_000;
@@ -71,7 +71,7 @@ describe('token bucket math (GCRA, injected clock)', () => {
       }
       const expected = run(times);
       for (const [i, now] of times.entries()) {
-        const [ok, remaining, ttl] = (await redis.gcra(key, p.intervalMs, p.burst, now)) as [
+        const [ok, remaining, ttl] = (await redis.gcra(1, key, now, p.intervalMs, p.burst)) as [
           number,
           number,
           number,
@@ -88,6 +88,51 @@ describe('token bucket math (GCRA, injected clock)', () => {
       expect(await redis.memory('USAGE', key)).toBeLessThanOrEqual(160);
     } finally {
       await redis.del(key);
+      redis.disconnect();
+    }
+  });
+  it('when one script call decides a batch, then each key is decided in order, like one call per request', async () => {
+    const redis = new Redis(TEST_REDIS_URL);
+    redis.defineCommand('gcra', { lua: GCRA_LUA });
+    const a = `test:gcra:${randomUUID()}`;
+    const b = `test:gcra:${randomUUID()}`;
+    const strict = bucketParams(1, 60_000, 1); // one request per minute
+    try {
+      const now = 1_800_000_000_000;
+      // Seven requests for a (capacity 5), two for b (capacity 1), interleaved, all at one instant.
+      const batch = [a, b, a, a, b, a, a, a, a];
+      const params = batch.map((k) => (k === a ? p : strict));
+      const out = await redis.gcra(
+        batch.length,
+        ...batch,
+        now,
+        ...params.flatMap((q) => [q.intervalMs, q.burst]),
+      );
+      const decisions = batch.map((_, i) => ({
+        allowed: out[3 * i] === 1,
+        remaining: out[3 * i + 1],
+        ttl: out[3 * i + 2],
+      }));
+      expect(decisions.filter((_, i) => batch[i] === a).map((d) => d.allowed)).toEqual([
+        true,
+        true,
+        true,
+        true,
+        true,
+        false,
+        false,
+      ]);
+      expect(decisions.filter((_, i) => batch[i] === a).map((d) => d.remaining)).toEqual([
+        4, 3, 2, 1, 0, 0, 0,
+      ]);
+      expect(decisions.filter((_, i) => batch[i] === b)).toEqual([
+        { allowed: true, remaining: 0, ttl: 60_000 },
+        { allowed: false, remaining: 0, ttl: 60_000 },
+      ]);
+      expect(await redis.pttl(a)).toBeGreaterThan(0);
+      expect(await redis.pttl(b)).toBeGreaterThan(0);
+    } finally {
+      await redis.del(a, b);
       redis.disconnect();
     }
   });

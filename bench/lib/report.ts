@@ -66,7 +66,8 @@ function verificationRows(scenarios: ScenarioResult[]): (string | number)[][] {
               .map(([k, n]) => `${k} ${num(n)}`)
               .join(', ') || 'none'
           : '—',
-        p ? num(p.redisUsPerEvalsha, 2) : '—',
+        p ? num(p.redisUsPerDecision, 2) : '—',
+        p ? num(p.decisionsPerEvalsha, 1) : '—',
         p ? num(p.gcPct, 1) : '—',
         p ? p.gcOver10ms : '—',
         p ? num(p.loopDelayMaxMs, 1) : '—',
@@ -143,7 +144,8 @@ export function renderReport(r: BenchReport): string {
           'warn+ lines',
           'cache hit %',
           'limiter decisions',
-          'Redis µs/limiter call',
+          'Redis µs/limiter decision',
+          'decisions per script call',
           'GC % of time',
           'GC pauses > 10 ms',
           'loop delay max ms',
@@ -165,7 +167,8 @@ export function renderReport(r: BenchReport): string {
     o.push(
       'From the service itself, between runs: access-log lines and warn/error lines in its log file, ' +
         '`cache_requests_total` and `rate_limit_decisions_total` deltas from /metrics, and EVALSHA time from Redis ' +
-        "`INFO commandstats` (server-side; shown when this server's limiter used Redis). CPU percentages are of " +
+        '`INFO commandstats` (server-side, per limiter decision: one script call decides every request that ' +
+        "reached the limiter in one event-loop turn; shown when this server's limiter used Redis). CPU percentages are of " +
         `one core (the machine has ${r.machine.cpus}); *outside* is what neither the bench nor Postgres/Redis used ` +
         '(another test suite, a build). A run during which that exceeded 30% was repeated (up to twice), after ' +
         'waiting for a quiet machine.',
@@ -245,7 +248,7 @@ export function renderReport(r: BenchReport): string {
           'p99 ms',
           'CPU µs/req',
           'CPU µs/req over limiter off',
-          'Redis µs/call',
+          'Redis µs/decision',
         ],
         limiter.targets.map((t) => [
           t.label,
@@ -255,7 +258,7 @@ export function renderReport(r: BenchReport): string {
           num(t.p99Ms),
           num(t.cpuUsPerReq),
           off && t.server !== 'control' ? num(t.cpuUsPerReq - off.cpuUsPerReq, 1) : '—',
-          t.probe ? num(t.probe.redisUsPerEvalsha, 2) : '—',
+          t.probe ? num(t.probe.redisUsPerDecision, 2) : '—',
         ]),
       ),
     );
@@ -339,6 +342,11 @@ export function renderReport(r: BenchReport): string {
             "server's own startupMs (process start to listening)",
             num(median(st.startupMs)),
             st.startupMs.map((x) => num(x)).join(', '),
+          ],
+          [
+            "the build's V8 code cache (dist/server.bundle.cache)",
+            '',
+            st.compileCache?.join(', ') ?? 'not recorded',
           ],
           [
             'spawn to /ready 200 with MIGRATE_ON_START=true, nothing pending (ms)',

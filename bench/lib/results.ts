@@ -28,9 +28,11 @@ export interface ServiceProbe {
   cacheHitPct: number;
   /** rate_limit_decisions_total deltas, "backend/result" -> count. */
   limiter: Record<string, number>;
-  /** Redis EVALSHA (the limiter's Lua) calls and server-side µs per call during the run (all clients). */
+  /** Redis EVALSHA (the limiter's Lua) calls during the run (all clients), server-side µs per limiter
+   * decision (one call decides a batch), and decisions per call. */
   redisEvalshaCalls: number;
-  redisUsPerEvalsha: number;
+  redisUsPerDecision: number;
+  decisionsPerEvalsha: number;
   runtime: RuntimeStats;
 }
 
@@ -79,7 +81,8 @@ export interface TargetSummary {
     logSamples: string[];
     cacheHitPct: number;
     limiter: Record<string, number>;
-    redisUsPerEvalsha: number;
+    redisUsPerDecision: number;
+    decisionsPerEvalsha: number;
     gcPct: number;
     gcOver10ms: number;
     loopDelayMaxMs: number;
@@ -174,6 +177,8 @@ export interface StartupResult {
   wallMs: number[];
   /** The server's own `startupMs` (process start to listening, module loading included). */
   startupMs: number[];
+  /** Per start: did dist/server.js compile the bundle from the build's code cache (`used`)? */
+  compileCache?: string[];
   withMigrateOnStart?: { wallMs: number; startupMs: number | undefined };
 }
 

@@ -164,6 +164,7 @@ async function attempt(
         const n = delta('rate_limit_decisions_total', { backend, result });
         if (n > 0) limiter[`${backend}/${result}`] = n;
       }
+    const redisDecisions = (limiter['redis/allowed'] ?? 0) + (limiter['redis/limited'] ?? 0);
     const evalsha = {
       calls: (redisAfter.evalsha?.calls ?? 0) - (redisBefore.evalsha?.calls ?? 0),
       usec: (redisAfter.evalsha?.usec ?? 0) - (redisBefore.evalsha?.usec ?? 0),
@@ -184,10 +185,11 @@ async function attempt(
       limiter,
       redisEvalshaCalls: evalsha.calls,
       // Only meaningful when this server's limiter used Redis (the count is server-wide, all clients).
-      redisUsPerEvalsha:
-        evalsha.calls > 0 && (limiter['redis/allowed'] ?? 0) + (limiter['redis/limited'] ?? 0) > 0
-          ? evalsha.usec / evalsha.calls
-          : Number.NaN,
+      // One script call decides a batch of requests: the cost is per decision.
+      redisUsPerDecision:
+        evalsha.calls > 0 && redisDecisions > 0 ? evalsha.usec / redisDecisions : Number.NaN,
+      decisionsPerEvalsha:
+        evalsha.calls > 0 && redisDecisions > 0 ? redisDecisions / evalsha.calls : Number.NaN,
       runtime,
     };
     server.truncateLog();
@@ -275,7 +277,8 @@ export function summarize(kind: ServerKind, runs: RunRecord[]): TargetSummary {
             logSamples: probes.flatMap((p) => p.logSamples).slice(0, 5),
             cacheHitPct: median(probes.map((p) => p.cacheHitPct)),
             limiter,
-            redisUsPerEvalsha: median(probes.map((p) => p.redisUsPerEvalsha)),
+            redisUsPerDecision: median(probes.map((p) => p.redisUsPerDecision)),
+            decisionsPerEvalsha: median(probes.map((p) => p.decisionsPerEvalsha)),
             gcPct: median(probes.map((p) => p.runtime.gcPct)),
             gcOver10ms: sum(probes.map((p) => p.runtime.gcOver10ms)),
             loopDelayMaxMs: max(probes.map((p) => p.runtime.loopDelayMaxMs)),

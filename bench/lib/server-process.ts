@@ -130,17 +130,21 @@ export class ServerProcess {
     return cpuMs(this.pid);
   }
 
-  /** The server's own start-to-ready figure from its `ready` log line (ms since process start). */
-  async startupMs(): Promise<number | undefined> {
+  /** The server's `ready` log line: its own start-to-ready figure (ms since process start) and whether
+   * dist/server.js compiled the bundle from the build's code cache. */
+  async readyLine(): Promise<{ startupMs?: number; compileCache?: string } | undefined> {
     for (let i = 0; i < 100; i++) {
       for (const line of this.readLog().split('\n')) {
         if (!line.includes('"msg":"ready"')) continue;
-        const parsed = JSON.parse(line) as { startupMs?: number };
-        return parsed.startupMs;
+        return JSON.parse(line) as { startupMs?: number; compileCache?: string };
       }
       await sleep(10);
     }
     return undefined;
+  }
+
+  async startupMs(): Promise<number | undefined> {
+    return (await this.readyLine())?.startupMs;
   }
 
   private readLog(): string {

@@ -126,8 +126,8 @@ export function evaluateTargets(r: BenchReport): TargetVerdict[] {
     const few = k.few.targets.find((t) => t.server === 'service');
     const many = k.many.targets.find((t) => t.server === 'service');
     const ratioChange = k.few.ratio && k.many.ratio ? k.many.ratio / k.few.ratio - 1 : Number.NaN;
-    const usFew = few?.probe?.redisUsPerEvalsha ?? Number.NaN;
-    const usMany = many?.probe?.redisUsPerEvalsha ?? Number.NaN;
+    const usFew = few?.probe?.redisUsPerDecision ?? Number.NaN;
+    const usMany = many?.probe?.redisUsPerDecision ?? Number.NaN;
     const usChange = usMany / usFew - 1;
     const cpuChange = (many?.cpuUsPerReq ?? Number.NaN) / (few?.cpuUsPerReq ?? Number.NaN) - 1;
     out.push({
@@ -135,8 +135,8 @@ export function evaluateTargets(r: BenchReport): TargetVerdict[] {
       measured:
         `ratio to control ${f(k.few.ratio, 3)} -> ${f(k.many.ratio, 3)} (${f(ratioChange * 100, 1)}%); ` +
         `service CPU ${f(few?.cpuUsPerReq)} -> ${f(many?.cpuUsPerReq)} µs/req (${f(cpuChange * 100, 1)}%); ` +
-        `Redis ${f(usFew, 2)} -> ${f(usMany, 2)} µs per limiter call (${f(usChange * 100, 1)}%)` +
-        ` [met when Redis µs/call moves < ${KEYSPACE_REDIS_US_TOLERANCE * 100}%]`,
+        `Redis ${f(usFew, 2)} -> ${f(usMany, 2)} µs per limiter decision (${f(usChange * 100, 1)}%)` +
+        ` [met when Redis µs/decision moves < ${KEYSPACE_REDIS_US_TOLERANCE * 100}%]`,
       met: Number.isFinite(usChange) ? Math.abs(usChange) < KEYSPACE_REDIS_US_TOLERANCE : undefined,
     });
   } else {

@@ -1,5 +1,6 @@
 // Owns applying the SQL files in migrations/ with node-pg-migrate, under its advisory lock.
 import { fileURLToPath } from 'node:url';
+import { loadModule } from './load-module.js';
 
 /** migrations/ sits at the package root, one level above both src/ and dist/. */
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations', import.meta.url));
@@ -21,7 +22,7 @@ export async function migrate(options: MigrateOptions): Promise<string[]> {
   const direction = options.direction ?? 'up';
   const log = options.log ?? (() => {});
   // Loaded on demand: ~100 ms of module loading that production replicas (MIGRATE_ON_START=false) never pay.
-  const { runner } = await import('node-pg-migrate');
+  const { runner } = await loadModule<typeof import('node-pg-migrate')>('node-pg-migrate');
   const applied = await runner({
     databaseUrl: options.databaseUrl,
     dir: options.dir ?? MIGRATIONS_DIR,

@@ -12,12 +12,8 @@ import { type BucketParams, type Decision, decide, GCRA_LUA } from '../lib/token
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    gcra(
-      key: string,
-      intervalMs: number,
-      burst: number,
-      now: number,
-    ): Result<[number, number, number], Context>;
+    /** GCRA_LUA: numKeys, the keys, then now and (interval, burst) per key. */
+    gcra(numKeys: number, ...keysThenArgs: (string | number)[]): Result<number[], Context>;
   }
 }
 
@@ -25,6 +21,8 @@ type Backend = 'redis' | 'memory';
 
 /** After a Redis error, stay on memory this long before trying Redis again (unless it reconnects first). */
 const BREAKER_MS = 1000;
+/** Most requests decided by one script call, so one call never holds Redis for long. */
+const MAX_BATCH = 128;
 
 /** `"name";q=<quota>;w=<window seconds>` per draft-ietf-httpapi-ratelimit-headers. */
 function policyHeader(name: string, max: number, windowMs: number): string {
@@ -47,7 +45,7 @@ async function rateLimitPlugin(app: FastifyInstance) {
   const defaultPolicy = policyHeader('default', burst, timeWindow);
 
   const redis = app.redis;
-  redis?.defineCommand('gcra', { numberOfKeys: 1, lua: GCRA_LUA });
+  redis?.defineCommand('gcra', { lua: GCRA_LUA });
   // The fallback store, used only while Redis is away: bounded by maxSize (one unit per key) so its
   // storage grows with use instead of being preallocated for every possible key at start-up.
   const memory = new LRUCache<string, number>({
@@ -109,21 +107,72 @@ async function rateLimitPlugin(app: FastifyInstance) {
     return d;
   }
 
+  interface Pending {
+    key: string;
+    p: BucketParams;
+    done: (d: Decision) => void;
+  }
+  // Requests that reach the limiter in one turn of the event loop (under load, one per socket that
+  // had data) are decided by one script call at the end of that turn: one write, one reply and one
+  // script run in Redis for all of them, instead of one each.
+  let queue: Pending[] = [];
+  let flushScheduled = false;
+
+  function sendBatch(client: NonNullable<typeof redis>, batch: Pending[]) {
+    const args: (string | number)[] = new Array(1 + batch.length * 3);
+    args[0] = batch.length;
+    const keysEnd = batch.length + 1;
+    args[keysEnd] = 0; // now: Redis' clock, one for every instance
+    for (let i = 0; i < batch.length; i++) {
+      const { key, p } = batch[i] as Pending;
+      args[i + 1] = key;
+      args[keysEnd + 2 * i + 1] = p.intervalMs;
+      args[keysEnd + 2 * i + 2] = p.burst;
+    }
+    client.gcra(...(args as [number, ...(string | number)[]])).then(
+      (out) => {
+        if (backend !== 'redis') switchTo('redis');
+        for (let i = 0; i < batch.length; i++) {
+          const allowed = out[3 * i] === 1;
+          count.redis[allowed ? 'allowed' : 'limited'].inc();
+          (batch[i] as Pending).done({
+            allowed,
+            remaining: out[3 * i + 1] as number,
+            ttlMs: out[3 * i + 2] as number,
+            tat: 0,
+          });
+        }
+      },
+      (err: unknown) => {
+        // Timeouts or errors: decide in memory now, and keep off Redis briefly so nothing queues on it.
+        redisRetryAt = Date.now() + BREAKER_MS;
+        switchTo('memory', err);
+        for (const { key, p, done } of batch) done(fromMemory(key, p));
+      },
+    );
+  }
+
+  function flush() {
+    flushScheduled = false;
+    const pending = queue;
+    queue = [];
+    if (redis?.status !== 'ready') {
+      if (backend === 'redis') switchTo('memory');
+      for (const { key, p, done } of pending) done(fromMemory(key, p));
+      return;
+    }
+    if (pending.length <= MAX_BATCH) sendBatch(redis, pending);
+    else
+      for (let i = 0; i < pending.length; i += MAX_BATCH) sendBatch(redis, pending.slice(i, i + MAX_BATCH));
+  }
+
   function consume(key: string, p: BucketParams, done: (d: Decision) => void) {
     if (redis && redis.status === 'ready' && Date.now() >= redisRetryAt) {
-      redis.gcra(key, p.intervalMs, p.burst, 0).then(
-        ([ok, remaining, ttl]) => {
-          if (backend !== 'redis') switchTo('redis');
-          count.redis[ok === 1 ? 'allowed' : 'limited'].inc();
-          done({ allowed: ok === 1, remaining, ttlMs: ttl, tat: 0 });
-        },
-        (err: unknown) => {
-          // Timeouts or errors: decide in memory now, and keep off Redis briefly so nothing queues on it.
-          redisRetryAt = Date.now() + BREAKER_MS;
-          switchTo('memory', err);
-          done(fromMemory(key, p));
-        },
-      );
+      queue.push({ key, p, done });
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flush);
+      }
       return;
     }
     if (backend === 'redis') switchTo('memory');

@@ -241,6 +241,11 @@ describe('docker/Dockerfile', () => {
       .build as string;
     const scripts = [...buildScript.matchAll(/node (scripts\/\S+)/g)].map((m) => m[1] as string);
     expect(scripts).toContain('scripts/bundle.mjs');
+    // ...and the files those scripts read next to themselves (the bundle's loader).
+    for (const script of [...scripts])
+      for (const m of readText(script).matchAll(/new URL\(\s*'\.\/([^']+)'\s*,\s*import\.meta\.url\s*\)/g))
+        scripts.push(posix.join(posix.dirname(script), m[1] as string));
+    expect(scripts).toContain('scripts/server-loader.mjs');
     for (const file of [
       'tsconfig.build.json',
       tsconfig.extends?.replace(/^\.\//, ''),
