@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -76,5 +77,37 @@ describe('log destination (createLogDestination)', () => {
       closeSync(fd);
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('when a few lines are logged and nothing flushes, then they are written within the batching delay', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'logdest-'));
+    const file = path.join(dir, 'out.log');
+    const fd = openSync(file, 'w');
+    try {
+      const logger = pino({ base: null }, createLogDestination(fd));
+      for (let i = 0; i < 3; i++) logger.info({ i }, 'quiet');
+      expect(readFileSync(file, 'utf8')).toBe(''); // batched, not one write per line
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+      expect(lines.map((l) => (JSON.parse(l) as { i: number }).i)).toEqual([0, 1, 2]);
+    } finally {
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('when the process exits right after logging, then the batched lines are written before it ends', () => {
+    const script = [
+      "import pino from 'pino';",
+      "import { createLogDestination } from './src/lib/logger-options.ts';",
+      'const logger = pino({ base: null }, createLogDestination(1));',
+      "for (let i = 0; i < 3; i++) logger.info({ i }, 'last words');",
+      'process.exit(0);',
+    ].join('\n');
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+    });
+    const lines = out.trimEnd().split('\n');
+    expect(lines.map((l) => (JSON.parse(l) as { i: number }).i)).toEqual([0, 1, 2]);
   });
 });
