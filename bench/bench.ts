@@ -290,8 +290,9 @@ async function runKeyspace(
   );
   const memBefore = await usedMemory(ctx.env.redis);
   const t0 = performance.now();
-  // Shaped like a limiter entry: a millisecond TAT with three decimals.
-  await fillKeys(ctx.env.redis, fillPrefix, fillCount, (Date.now() + 60_000).toFixed(3), 15 * 60_000);
+  // Shaped like a limiter entry: the TAT in integer microseconds, which Redis keeps int-encoded.
+  const tat = String(Math.floor((Date.now() + 60_000) * 1000));
+  await fillKeys(ctx.env.redis, fillPrefix, fillCount, tat, 15 * 60_000);
   const fillSeconds = (performance.now() - t0) / 1000;
   const memAfter = await usedMemory(ctx.env.redis);
   const fillerMemoryUsage = (await ctx.env.redis.call('MEMORY', 'USAGE', `${fillPrefix}0`, 'SAMPLES', '0')) as
