@@ -53,7 +53,7 @@ const HELP = `usage: npm run bench -- [options]
   --rounds <n>        A B rounds per scenario (default 3)
   --connections <n>   autocannon connections (default 100)
   --scenarios <list>  comma-separated subset (default: all); --list shows them
-  --starts <n>        cold starts measured for start-to-ready (default 3; 0 skips)
+  --starts <n>        cold starts measured for start-to-ready (default 7; 0 skips)
   --fill-keys <n>     keys written for the keyspace scenario (default 1000000)
   --patience <s>      total seconds spent waiting for a quiet machine and repeating runs that
                       something outside the bench contended (default 180; 0 never waits)
@@ -70,7 +70,7 @@ function readOptions() {
       rounds: { type: 'string', default: '3' },
       connections: { type: 'string', default: '100' },
       scenarios: { type: 'string' },
-      starts: { type: 'string', default: '3' },
+      starts: { type: 'string', default: '7' },
       'fill-keys': { type: 'string', default: '1000000' },
       'max-minutes': { type: 'string', default: '20' },
       patience: { type: 'string', default: '180' },

@@ -2,11 +2,14 @@
 //
 // Copied here by scripts/bundle.mjs, which also writes server.bundle.cache: V8's compiled code for
 // the bundle, made at build time by `node dist/server.js --build-compile-cache` (the bundle's
-// modules evaluated, nothing started). With it V8 skips parsing and compiling the 2.4 MB bundle and
-// most functions that start-up runs: about 40 % of the start-to-ready time. The cache starts with
-// the bundle's SHA-256, so it is only ever used for the exact bundle it was made from; V8 itself
-// rejects it under another Node version or other V8 flags. Without a usable cache the bundle is
-// compiled as usual; the `ready` log line says which (`compileCache`).
+// modules evaluated, nothing started: keep module top-level code free of side effects, since the
+// build runs it). With it V8 skips parsing and compiling the ~2 MB bundle and most functions that
+// start-up runs: about a third of the start-to-ready time. The cache starts with a SHA-256 of the
+// Node.js version and the exact script text, so it is only ever used for what it was made from;
+// V8 itself also rejects it under other V8 flags. It is compiled code: protect it like the bundle
+// (root-owned and read-only in the image). Without a usable cache the bundle is
+// compiled as usual; the `ready` log line says which (`compileCache`: used, rejected, none, or off
+// under --enable-source-maps).
 import { createHash } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -22,10 +25,14 @@ const building = process.argv.includes('--build-compile-cache');
 // outside the bundle (src/lib/load-module.ts) are imported here instead.
 const loadModule = (specifier) => import(specifier);
 
+// CommonJS's wrapper (plus __loadModule), on the bundle's first line so line numbers stay the bundle's.
+const WRAPPER = '(function (exports, require, module, __filename, __dirname, __loadModule) {';
+
 /** Compiles and evaluates the bundle; the file buffers are dropped on return (idle RSS). */
 function load() {
   const source = readFileSync(bundlePath);
-  const digest = createHash('sha256').update(source).digest();
+  // The cache is bytecode for this exact script text (wrapper included) on this Node.js.
+  const digest = createHash('sha256').update(`${process.version}\0${WRAPPER}`).update(source).digest();
   let cachedData;
   if (!building) {
     try {
@@ -35,11 +42,10 @@ function load() {
       // no cache: compile as usual
     }
   }
-  // CommonJS's wrapper (plus __loadModule), on the bundle's first line so line numbers stay the bundle's.
-  const script = new vm.Script(
-    `(function (exports, require, module, __filename, __dirname, __loadModule) {${source.toString('latin1')}\n})`,
-    { filename: bundlePath, cachedData },
-  );
+  const script = new vm.Script(`${WRAPPER}${source.toString('latin1')}\n})`, {
+    filename: bundlePath,
+    cachedData,
+  });
   const bundle = { exports: {} };
   script.runInThisContext()(bundle.exports, createRequire(bundlePath), bundle, bundlePath, here, loadModule);
   if (building) {
@@ -52,5 +58,10 @@ function load() {
   return { runServer: bundle.exports.runServer, compileCache };
 }
 
-const { runServer, compileCache } = load();
+// Node maps stack traces through source maps only for modules it loads itself: with
+// --enable-source-maps the bundle is required the ordinary way, without the code cache.
+const { runServer, compileCache } =
+  process.sourceMapsEnabled && !building
+    ? { runServer: createRequire(import.meta.url)(bundlePath).runServer, compileCache: 'off' }
+    : load();
 await runServer({ compileCache });

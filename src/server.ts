@@ -8,7 +8,7 @@ import { startMetricsServer } from './plugins/metrics.js';
 
 export interface RunOptions {
   /** How dist/server.js compiled the bundle: with the build's code cache or not (for the ready line). */
-  compileCache?: 'used' | 'rejected' | 'none';
+  compileCache?: 'used' | 'rejected' | 'none' | 'off';
 }
 
 export async function runServer(options: RunOptions = {}): Promise<void> {
@@ -79,7 +79,14 @@ export async function runServer(options: RunOptions = {}): Promise<void> {
   process.on('SIGINT', (s) => void shutdown(s));
 }
 
-// Run directly (`tsx src/server.ts`, `npm run dev`); dist/server.js loads the bundle and calls runServer.
-if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  void runServer();
+/** Is this file the process's entry script (tsx src/server.ts), rather than imported? */
+function isEntry(): boolean {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+  } catch {
+    return false; // argv[1] is no file: not started as a script
+  }
 }
+
+// Run directly (`tsx src/server.ts`, `npm run dev`); dist/server.js loads the bundle and calls runServer.
+if (isEntry()) void runServer();

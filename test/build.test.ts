@@ -27,7 +27,11 @@ describe('the bundled server', () => {
     copyFileSync('package.json', path.join(root, 'package.json'));
     symlinkSync(path.resolve('migrations'), path.join(root, 'migrations'));
     symlinkSync(path.resolve('node_modules'), path.join(root, 'node_modules'));
-    execFileSync(process.execPath, ['scripts/bundle.mjs', '--outdir', path.join(root, 'dist')]);
+    // The code cache is made under the V8 flags of the process that builds it: none, like the servers below.
+    const { NODE_OPTIONS: _ignored, ...buildEnv } = process.env;
+    execFileSync(process.execPath, ['scripts/bundle.mjs', '--outdir', path.join(root, 'dist')], {
+      env: buildEnv,
+    });
     // ASCII only: V8 would otherwise hold the whole bundle's source as two-byte characters.
     expect(readFileSync(path.join(root, 'dist/server.bundle.cjs')).some((byte) => byte > 0x7f)).toBe(false);
   }, 60_000);
@@ -101,5 +105,22 @@ describe('the bundled server', () => {
     } finally {
       writeFileSync(bundle, original);
     }
+  });
+
+  it('when source maps are on, then Node loads the bundle itself (so it can map stack traces), without the code cache', async () => {
+    const server = await startServer(
+      {
+        NODE_ENV: 'test',
+        NODE_OPTIONS: '--enable-source-maps',
+        DATABASE_URL: db.url,
+        SHUTDOWN_DELAY_MS: '0',
+      },
+      path.join(root, 'dist/server.js'),
+    );
+    const ready = await server.waitForLog('ready');
+    expect(ready.compileCache).toBe('off');
+    expect((await fetch(`http://127.0.0.1:${server.port}/health`)).status).toBe(200);
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
   });
 });

@@ -39,6 +39,9 @@ export function decide(storedTat: number | undefined, now: number, p: BucketPara
   };
 }
 
+/** The ioredis command name the limiter defines for GCRA_LUA. */
+export const GCRA_COMMAND = 'gcra';
+
 /**
  * The same decision, atomically in Redis, for a batch of requests: one script call (one round trip)
  * decides every request that arrived in one turn of the event loop. KEYS holds one key per request

@@ -8,7 +8,7 @@ import { Gauge } from 'prom-client';
 import { batchedCounter } from '../lib/batched-counter.js';
 import { HttpProblem } from '../lib/problem.js';
 import { appendRouteHook } from '../lib/route-hooks.js';
-import { type BucketParams, type Decision, decide, GCRA_LUA } from '../lib/token-bucket.js';
+import { type BucketParams, type Decision, decide, GCRA_COMMAND, GCRA_LUA } from '../lib/token-bucket.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -45,7 +45,7 @@ async function rateLimitPlugin(app: FastifyInstance) {
   const defaultPolicy = policyHeader('default', burst, timeWindow);
 
   const redis = app.redis;
-  redis?.defineCommand('gcra', { lua: GCRA_LUA });
+  redis?.defineCommand(GCRA_COMMAND, { lua: GCRA_LUA });
   // The fallback store, used only while Redis is away: bounded by maxSize (one unit per key) so its
   // storage grows with use instead of being preallocated for every possible key at start-up.
   const memory = new LRUCache<string, number>({
@@ -131,7 +131,8 @@ async function rateLimitPlugin(app: FastifyInstance) {
     }
     client.gcra(...(args as [number, ...(string | number)[]])).then(
       (out) => {
-        if (backend !== 'redis') switchTo('redis');
+        // A batch sent before an error tripped the breaker does not switch back early.
+        if (backend !== 'redis' && Date.now() >= redisRetryAt) switchTo('redis');
         for (let i = 0; i < batch.length; i++) {
           const allowed = out[3 * i] === 1;
           count.redis[allowed ? 'allowed' : 'limited'].inc();
@@ -156,7 +157,7 @@ async function rateLimitPlugin(app: FastifyInstance) {
     flushScheduled = false;
     const pending = queue;
     queue = [];
-    if (redis?.status !== 'ready') {
+    if (redis?.status !== 'ready' || Date.now() < redisRetryAt) {
       if (backend === 'redis') switchTo('memory');
       for (const { key, p, done } of pending) done(fromMemory(key, p));
       return;

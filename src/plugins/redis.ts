@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Redis } from 'ioredis';
 import type { Config } from '../config.js';
+import { GCRA_COMMAND } from '../lib/token-bucket.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -21,6 +22,9 @@ export function createRedis(config: Config, url: string): Redis {
     maxRetriesPerRequest: 1,
     retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 5), 3000),
     enableAutoPipelining: true,
+    // The limiter batches its own script calls per event-loop turn; auto-pipelining them would hold
+    // each batch back until the next turn.
+    autoPipeliningIgnoredCommands: [GCRA_COMMAND],
     lazyConnect: true,
   });
 }
