@@ -93,34 +93,26 @@ describe('the bundled server', () => {
     changed[changed.length - 1] = 0x20;
     writeFileSync(bundle, changed);
     try {
-      const server = await startServer(
-        { NODE_ENV: 'test', DATABASE_URL: db.url, SHUTDOWN_DELAY_MS: '0' },
-        path.join(root, 'dist/server.js'),
-      );
-      const ready = await server.waitForLog('ready');
-      expect(ready.compileCache).toBe('none');
-      expect((await fetch(`http://127.0.0.1:${server.port}/health`)).status).toBe(200);
-      server.child.kill('SIGTERM');
-      expect(await server.exited).toBe(0);
+      await expectServes({}, 'none');
     } finally {
       writeFileSync(bundle, original);
     }
   });
 
   it('when source maps are on, then Node loads the bundle itself (so it can map stack traces), without the code cache', async () => {
+    await expectServes({ NODE_OPTIONS: '--enable-source-maps' }, 'off');
+  });
+
+  /** Starts the bundled server, checks how it loaded the bundle and that it serves, then stops it. */
+  async function expectServes(env: Record<string, string>, compileCache: string) {
     const server = await startServer(
-      {
-        NODE_ENV: 'test',
-        NODE_OPTIONS: '--enable-source-maps',
-        DATABASE_URL: db.url,
-        SHUTDOWN_DELAY_MS: '0',
-      },
+      { NODE_ENV: 'test', DATABASE_URL: db.url, SHUTDOWN_DELAY_MS: '0', ...env },
       path.join(root, 'dist/server.js'),
     );
     const ready = await server.waitForLog('ready');
-    expect(ready.compileCache).toBe('off');
+    expect(ready.compileCache).toBe(compileCache);
     expect((await fetch(`http://127.0.0.1:${server.port}/health`)).status).toBe(200);
     server.child.kill('SIGTERM');
     expect(await server.exited).toBe(0);
-  });
+  }
 });
