@@ -33,8 +33,14 @@ describe('secrets never leak', () => {
       const haystacks = { logs: t.logs.text(), metrics, responses: bodies.join('\n') };
       const secret = key.split('_')[2] as string;
       for (const [where, text] of Object.entries(haystacks)) {
-        for (const needle of [token, key, secret, password])
-          expect(text.includes(needle), `${where} contains a secret`).toBe(false);
+        for (const needle of [token, key, secret, password]) {
+          // On failure, name the lines that carried it (the secret itself masked) so the leak can be traced.
+          const leaks = text
+            .split('\n')
+            .filter((line) => line.includes(needle))
+            .map((line) => line.replaceAll(needle, '<SECRET>').slice(0, 2000));
+          expect(leaks, `${where} contains a secret`).toEqual([]);
+        }
       }
     } finally {
       await t.close();
