@@ -143,10 +143,6 @@ export class ServerProcess {
     return undefined;
   }
 
-  async startupMs(): Promise<number | undefined> {
-    return (await this.readyLine())?.startupMs;
-  }
-
   private readLog(): string {
     if (this.logPath === '/dev/null' || !existsSync(this.logPath)) return '';
     return readFileSync(this.logPath, 'utf8');

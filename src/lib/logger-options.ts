@@ -86,7 +86,7 @@ let stamp = '';
  * pino's isoTime, formatted once per millisecond: under load several lines share a millisecond, and
  * `toISOString` was ~2 % of the hot path's CPU.
  */
-export function isoTime(): string {
+function isoTime(): string {
   const now = Date.now();
   if (now !== stampMs) {
     stampMs = now;
@@ -150,7 +150,7 @@ export function createLogDestination(fd = 1): LogDestination & LogFlush {
       timer = undefined;
     }
     if (lines.length === 0) return;
-    const chunk = lines.length === 1 ? (lines[0] as string) : lines.join('');
+    const chunk = lines.join('');
     lines = [];
     chars = 0;
     unwritten.delete(writeOut);

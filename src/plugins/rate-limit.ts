@@ -162,9 +162,7 @@ async function rateLimitPlugin(app: FastifyInstance) {
       for (const { key, p, done } of pending) done(fromMemory(key, p));
       return;
     }
-    if (pending.length <= MAX_BATCH) sendBatch(redis, pending);
-    else
-      for (let i = 0; i < pending.length; i += MAX_BATCH) sendBatch(redis, pending.slice(i, i + MAX_BATCH));
+    for (let i = 0; i < pending.length; i += MAX_BATCH) sendBatch(redis, pending.slice(i, i + MAX_BATCH));
   }
 
   function consume(key: string, p: BucketParams, done: (d: Decision) => void) {
