@@ -8,13 +8,13 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Cleanup } from './lib/cleanup.js';
-import { createBenchEnv, fillKeys, unfillKeys, usedMemory } from './lib/environment.js';
-import { createFixtures, type Fixtures } from './lib/fixtures.js';
-import { runLoad } from './lib/load.js';
-import { runPaced } from './lib/paced-load.js';
-import { runtimeStats, scrape, sumOf } from './lib/prometheus.js';
-import { renderReport } from './lib/report.js';
+import { Cleanup } from './lib/cleanup.ts';
+import { createBenchEnv, fillKeys, unfillKeys, usedMemory } from './lib/environment.ts';
+import { createFixtures, type Fixtures } from './lib/fixtures.ts';
+import { runLoad } from './lib/load.ts';
+import { runPaced } from './lib/paced-load.ts';
+import { runtimeStats, scrape, sumOf } from './lib/prometheus.ts';
+import { renderReport } from './lib/report.ts';
 import type {
   BenchReport,
   HalfLoadResult,
@@ -23,12 +23,12 @@ import type {
   RateLimitedResult,
   ScenarioResult,
   StartupResult,
-} from './lib/results.js';
-import { type RunnerContext, runScenario, type Scenario, waitForQuiet } from './lib/runner.js';
-import { REPO_ROOT, sleep } from './lib/server-process.js';
-import { Servers } from './lib/servers.js';
-import { max, median } from './lib/stats.js';
-import { evaluateTargets } from './lib/targets.js';
+} from './lib/results.ts';
+import { type RunnerContext, runScenario, type Scenario, waitForQuiet } from './lib/runner.ts';
+import { REPO_ROOT, sleep } from './lib/server-process.ts';
+import { Servers } from './lib/servers.ts';
+import { max, median } from './lib/stats.ts';
+import { evaluateTargets } from './lib/targets.ts';
 
 const SCENARIOS = {
   health: 'GET /health, public: no auth, no rate limit, no cache',

@@ -8,13 +8,13 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFil
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Cleanup } from './lib/cleanup.js';
-import { createBenchEnv } from './lib/environment.js';
-import { createFixtures, type Fixtures } from './lib/fixtures.js';
-import { runLoad } from './lib/load.js';
-import { num, table } from './lib/markdown.js';
-import { REPO_ROOT } from './lib/server-process.js';
-import { Servers } from './lib/servers.js';
+import { Cleanup } from './lib/cleanup.ts';
+import { createBenchEnv } from './lib/environment.ts';
+import { createFixtures, type Fixtures } from './lib/fixtures.ts';
+import { runLoad } from './lib/load.ts';
+import { num, table } from './lib/markdown.ts';
+import { REPO_ROOT } from './lib/server-process.ts';
+import { Servers } from './lib/servers.ts';
 
 const ROUTES: Record<string, keyof Fixtures['requests']> = {
   'item-jwt': 'itemJwt',

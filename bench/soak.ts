@@ -6,16 +6,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Cleanup } from './lib/cleanup.js';
-import { createBenchEnv } from './lib/environment.js';
-import { createFixtures } from './lib/fixtures.js';
-import { type LoadResult, runLoad } from './lib/load.js';
-import { num, table, verdict } from './lib/markdown.js';
-import { type CpuSnapshot, cpuSnapshot, cpuSplit } from './lib/proc.js';
-import { scrape, sumOf } from './lib/prometheus.js';
-import { REPO_ROOT, type ServerProcess } from './lib/server-process.js';
-import { Servers } from './lib/servers.js';
-import { linearFit } from './lib/stats.js';
+import { Cleanup } from './lib/cleanup.ts';
+import { createBenchEnv } from './lib/environment.ts';
+import { createFixtures } from './lib/fixtures.ts';
+import { type LoadResult, runLoad } from './lib/load.ts';
+import { num, table, verdict } from './lib/markdown.ts';
+import { type CpuSnapshot, cpuSnapshot, cpuSplit } from './lib/proc.ts';
+import { scrape, sumOf } from './lib/prometheus.ts';
+import { REPO_ROOT, type ServerProcess } from './lib/server-process.ts';
+import { Servers } from './lib/servers.ts';
+import { linearFit } from './lib/stats.ts';
 
 const HELP = `usage: npm run bench:soak -- [options]
 

@@ -3,24 +3,24 @@ import cors from '@fastify/cors';
 import underPressure from '@fastify/under-pressure';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
-import type { Config } from './config.js';
-import { AccessLogController } from './lib/access-log.js';
-import { buildLoggerOptions, createLogStream, genReqId, type LogDestination } from './lib/logger-options.js';
-import apiKeysRoutes from './modules/api-keys/api-keys-routes.js';
-import authRoutes from './modules/auth/auth-routes.js';
-import jwksRoutes from './modules/auth/jwks-routes.js';
-import healthRoutes from './modules/health/health-routes.js';
-import itemsRoutes from './modules/items/items-routes.js';
-import auth from './plugins/auth.js';
-import cache from './plugins/cache.js';
-import errorHandler from './plugins/error-handler.js';
-import metrics, { metricsRoutes } from './plugins/metrics.js';
-import openapi, { openapiRoutes } from './plugins/openapi.js';
-import postgres from './plugins/postgres.js';
-import pubsub from './plugins/pubsub.js';
-import rateLimit from './plugins/rate-limit.js';
-import redis from './plugins/redis.js';
-import securityHeaders from './plugins/security-headers.js';
+import type { Config } from './config.ts';
+import { AccessLogController } from './lib/access-log.ts';
+import { buildLoggerOptions, createLogStream, genReqId, type LogDestination } from './lib/logger-options.ts';
+import apiKeysRoutes from './modules/api-keys/api-keys-routes.ts';
+import authRoutes from './modules/auth/auth-routes.ts';
+import jwksRoutes from './modules/auth/jwks-routes.ts';
+import healthRoutes from './modules/health/health-routes.ts';
+import itemsRoutes from './modules/items/items-routes.ts';
+import auth from './plugins/auth.ts';
+import cache from './plugins/cache.ts';
+import errorHandler from './plugins/error-handler.ts';
+import metrics, { metricsRoutes } from './plugins/metrics.ts';
+import openapi, { openapiRoutes } from './plugins/openapi.ts';
+import postgres, { openDatabase } from './plugins/postgres.ts';
+import pubsub from './plugins/pubsub.ts';
+import rateLimit from './plugins/rate-limit.ts';
+import redis from './plugins/redis.ts';
+import securityHeaders from './plugins/security-headers.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -33,6 +33,8 @@ declare module 'fastify' {
 export interface BuildOptions {
   /** Where logs go (tests capture them); stdout by default. */
   logStream?: LogDestination;
+  /** Migrations applied with MIGRATE_ON_START (default: migrations/). */
+  migrationsDir?: string;
 }
 
 /** A hop count trusts that many proxies nearest the server (what Fastify does with a number). */
@@ -74,8 +76,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     done();
   });
 
-  // 2. Infrastructure.
-  await app.register(postgres);
+  // 2. Infrastructure. The database opens before any plugin loads (embedded start and migrations
+  //    are not held to Fastify's plugin timeout), then the pool is registered over it.
+  const database = await openDatabase(config, app.log, options.migrationsDir);
+  await app.register(postgres, { database });
   await app.register(redis);
   await app.register(pubsub);
   await app.register(metrics);

@@ -163,9 +163,12 @@ export type Config = Omit<Env, 'LOG_PRETTY' | 'MIGRATE_ON_START' | 'DOCS_ENABLED
 };
 
 export class ConfigError extends Error {
-  constructor(readonly problems: string[]) {
+  readonly problems: string[];
+
+  constructor(problems: string[]) {
     super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
     this.name = 'ConfigError';
+    this.problems = problems;
   }
 }
 

@@ -1,14 +1,12 @@
 // Owns the process: load config, build the app, listen, and drain gracefully on SIGTERM/SIGINT.
-import { realpathSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { fileURLToPath } from 'node:url';
-import { buildApp } from './app.js';
-import { ConfigError, loadConfig, loadDotEnv, maskConfig } from './config.js';
-import { startMetricsServer } from './plugins/metrics.js';
+import { buildApp } from './app.ts';
+import { ConfigError, loadConfig, loadDotEnv, maskConfig } from './config.ts';
+import { startMetricsServer } from './plugins/metrics.ts';
 
 export interface RunOptions {
-  /** How dist/server.js compiled the bundle: with the build's code cache or not (for the ready line). */
-  compileCache?: 'used' | 'rejected' | 'none' | 'off';
+  /** Where Node's compile cache lives, when src/main.ts could enable it (reported on the ready line). */
+  compileCacheDir?: string | undefined;
 }
 
 export async function runServer(options: RunOptions = {}): Promise<void> {
@@ -25,7 +23,15 @@ export async function runServer(options: RunOptions = {}): Promise<void> {
     throw err;
   }
 
-  const app = await buildApp(config);
+  let app: Awaited<ReturnType<typeof buildApp>>;
+  try {
+    app = await buildApp(config);
+  } catch (err) {
+    // One line that says what failed (the database, a plugin), not a stack trace across the screen.
+    const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    process.stderr.write(`failed to start: ${reason}\n`);
+    process.exit(1);
+  }
   app.log.info({ config: maskConfig(config) }, 'configuration loaded');
 
   let metricsServer: Server | undefined;
@@ -41,7 +47,10 @@ export async function runServer(options: RunOptions = {}): Promise<void> {
     process.exit(1);
   }
   // performance.now() counts from process start, so this includes module loading.
-  app.log.info({ startupMs: Math.round(performance.now()), ...options }, 'ready');
+  app.log.info(
+    { startupMs: Math.round(performance.now()), compileCacheDir: options.compileCacheDir ?? null },
+    'ready',
+  );
 
   let shuttingDown = false;
 
@@ -78,15 +87,3 @@ export async function runServer(options: RunOptions = {}): Promise<void> {
   process.on('SIGTERM', (s) => void shutdown(s));
   process.on('SIGINT', (s) => void shutdown(s));
 }
-
-/** Is this file the process's entry script (tsx src/server.ts), rather than imported? */
-function isEntry(): boolean {
-  try {
-    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
-  } catch {
-    return false; // argv[1] is no file: not started as a script
-  }
-}
-
-// Run directly (`tsx src/server.ts`, `npm run dev`); dist/server.js loads the bundle and calls runServer.
-if (isEntry()) void runServer();

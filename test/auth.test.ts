@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.js';
-import { createKey, signToken, unsignedToken } from './helpers/auth.js';
+import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.ts';
+import { createKey, signToken, unsignedToken } from './helpers/auth.ts';
 
 const NOW = () => Math.floor(Date.now() / 1000);
 

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { buildDeployment, buildTestApp, type Deployment, type TestApp } from './helpers/app.js';
-import { createKey, signToken } from './helpers/auth.js';
+import { buildDeployment, buildTestApp, type Deployment, type TestApp } from './helpers/app.ts';
+import { createKey, signToken } from './helpers/auth.ts';
 
 const RATE = { RATE_LIMIT_MAX_REQUESTS: '100000', RATE_LIMIT_WINDOW_MS: '1000' };
 

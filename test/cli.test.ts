@@ -2,11 +2,11 @@ import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.js';
-import { TEST_REDIS_URL } from './helpers/env.js';
+import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.ts';
+import { TEST_REDIS_URL } from './helpers/env.ts';
 
 function cli(script: string, args: string[], env: Record<string, string>) {
-  const result = spawnSync(process.execPath, ['--import', 'tsx', `src/cli/${script}.ts`, ...args], {
+  const result = spawnSync(process.execPath, [`src/cli/${script}.ts`, ...args], {
     env: { PATH: process.env.PATH ?? '', NODE_ENV: 'test', ...env },
     encoding: 'utf8',
     timeout: 30_000,

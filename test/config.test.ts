@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, maskConfig } from '../src/config.js';
+import { ConfigError, loadConfig, maskConfig } from '../src/config.ts';
 
 const STRONG_SECRET = 'k3Jd9-aLq0ZpX7vR2mN8sT4wY6uB1cE5gH0iO3';
 const PROD_OK = {
@@ -178,7 +178,7 @@ describe('config: masking for the startup log', () => {
 
 describe('config: the process refuses to start', () => {
   it('when production config is unsafe, then the server exits non-zero listing every problem', () => {
-    const result = spawnSync(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    const result = spawnSync(process.execPath, ['src/main.ts'], {
       env: {
         PATH: process.env.PATH,
         NODE_ENV: 'production',

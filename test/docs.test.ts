@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { CONFIG_KEYS, loadConfig, SECRET_KEYS } from '../src/config.js';
+import { CONFIG_KEYS, loadConfig, SECRET_KEYS } from '../src/config.ts';
 
 const envExample = readFileSync('.env.example', 'utf8');
 const readme = readFileSync('README.md', 'utf8');

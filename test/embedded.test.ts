@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildApp } from '../src/app.js';
-import { loadConfig } from '../src/config.js';
-import { startEmbeddedPostgres } from '../src/lib/embedded-postgres.js';
-import { LogCapture } from './helpers/app.js';
+import { buildApp } from '../src/app.ts';
+import { loadConfig } from '../src/config.ts';
+import { startEmbeddedPostgres } from '../src/lib/embedded-postgres.ts';
+import { LogCapture } from './helpers/app.ts';
 
 describe('embedded default database', () => {
   const dir = mkdtempSync(join(tmpdir(), 'pglite-'));

@@ -1,6 +1,6 @@
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, createTestDatabase, type TestApp } from './helpers/app.js';
+import { buildTestApp, createTestDatabase, type TestApp } from './helpers/app.ts';
 
 describe('health and readiness over real Postgres and Redis', () => {
   let t: TestApp;

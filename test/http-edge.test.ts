@@ -3,7 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { buildTestApp, type TestApp } from './helpers/app.js';
+import { buildTestApp, type TestApp } from './helpers/app.ts';
 
 const SECRET_TOKEN = 'eyJhbGciOiJIUzI1NiJ9.super-secret-bearer-token.sig';
 

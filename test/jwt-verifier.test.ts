@@ -1,6 +1,6 @@
 import { createSigner } from 'fast-jwt';
 import { describe, expect, it } from 'vitest';
-import { createTokenVerifier } from '../src/lib/jwt-keys.js';
+import { createTokenVerifier } from '../src/lib/jwt-keys.ts';
 
 const key = 'k'.repeat(64);
 const options = {

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { createLogDestination, scrubSecrets } from '../src/lib/logger-options.js';
+import { createLogDestination, scrubSecrets } from '../src/lib/logger-options.ts';
 
 describe('log redaction (scrubSecrets)', () => {
   it('when secret-named fields appear in the logged object or three levels below it, in any case, then they are replaced', () => {
@@ -104,7 +104,7 @@ describe('log destination (createLogDestination)', () => {
       "for (let i = 0; i < 3; i++) logger.info({ i }, 'last words');",
       'process.exit(0);',
     ].join('\n');
-    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
       encoding: 'utf8',
     });
     const lines = out.trimEnd().split('\n');

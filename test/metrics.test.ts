@@ -2,9 +2,9 @@ import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { batchedCounter } from '../src/lib/batched-counter.js';
-import { startMetricsServer } from '../src/plugins/metrics.js';
-import { buildTestApp, type TestApp } from './helpers/app.js';
+import { batchedCounter } from '../src/lib/batched-counter.ts';
+import { startMetricsServer } from '../src/plugins/metrics.ts';
+import { buildTestApp, type TestApp } from './helpers/app.ts';
 
 describe('metrics', () => {
   let t: TestApp;

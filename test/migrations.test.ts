@@ -1,8 +1,8 @@
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { migrate } from '../src/lib/migrations.js';
-import { createTestDatabase, type TestDatabase } from './helpers/app.js';
+import { migrate } from '../src/lib/migrations.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/app.ts';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/migrations', import.meta.url));
 

@@ -3,11 +3,11 @@ import { Redis } from 'ioredis';
 import { parseList } from 'structured-headers';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bucketParams, decide, GCRA_LUA } from '../src/lib/token-bucket.js';
-import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.js';
-import { createKey } from './helpers/auth.js';
-import { TEST_REDIS_URL } from './helpers/env.js';
-import { type RedisServer, startRedisServer } from './helpers/redis-server.js';
+import { bucketParams, decide, GCRA_LUA } from '../src/lib/token-bucket.ts';
+import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.ts';
+import { createKey } from './helpers/auth.ts';
+import { TEST_REDIS_URL } from './helpers/env.ts';
+import { type RedisServer, startRedisServer } from './helpers/redis-server.ts';
 
 describe('token bucket math (GCRA, injected clock)', () => {
   const p = bucketParams(5, 5000, 5); // 5 per 5 s: one token per second, capacity 5

@@ -1,8 +1,8 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from './helpers/app.js';
-import { TEST_REDIS_URL } from './helpers/env.js';
-import { startServer } from './helpers/process.js';
+import { createTestDatabase, type TestDatabase } from './helpers/app.ts';
+import { TEST_REDIS_URL } from './helpers/env.ts';
+import { startServer } from './helpers/process.ts';
 
 describe('graceful shutdown of the real process', () => {
   let db: TestDatabase;

@@ -3,10 +3,10 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { CONFIG_KEYS, SECRET_KEYS } from '../../src/config.js';
-import type { Cleanup } from './cleanup.js';
-import { REPO_ROOT } from './server-process.js';
-import { type BuildSnapshot, snapshotBuild } from './snapshot.js';
+import { CONFIG_KEYS, SECRET_KEYS } from '../../src/config.ts';
+import type { Cleanup } from './cleanup.ts';
+import { REPO_ROOT } from './server-process.ts';
+import { type BuildSnapshot, snapshotBuild } from './snapshot.ts';
 
 /** Where the admin connections go; overridable for another machine, never pointed off-host by default. */
 export const PG_ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';

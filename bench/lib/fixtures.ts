@@ -1,7 +1,7 @@
 // Owns the data every scenario reads: items created through the API, the requests, and the control's bodies.
-import type { ControlRoute } from '../control-server.js';
-import type { BenchEnv } from './environment.js';
-import type { LoadRequest } from './load.js';
+import type { ControlRoute } from '../control-server.ts';
+import type { BenchEnv } from './environment.ts';
+import type { LoadRequest } from './load.ts';
 
 /** Enough for a full first page of GET /v1/items?limit=20. */
 const ITEM_COUNT = 25;

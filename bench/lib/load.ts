@@ -1,9 +1,9 @@
 // Owns one autocannon run against one server, with the server's RSS and CPU read from /proc meanwhile.
 import { cpus } from 'node:os';
 import autocannon from 'autocannon';
-import type { Cleanup } from './cleanup.js';
-import { cpuSnapshot, cpuSplit } from './proc.js';
-import type { ServerProcess } from './server-process.js';
+import type { Cleanup } from './cleanup.ts';
+import { cpuSnapshot, cpuSplit } from './proc.ts';
+import type { ServerProcess } from './server-process.ts';
 
 export interface LoadRequest {
   method: 'GET' | 'POST';

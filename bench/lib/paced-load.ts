@@ -6,7 +6,7 @@
 // i is due at t0 + i / rate, round-robin over the connections, and its latency counts from when it
 // was due (so a stall also delays the requests queued behind it: no coordinated omission).
 import http from 'node:http';
-import type { LoadRequest } from './load.js';
+import type { LoadRequest } from './load.ts';
 
 export interface PacedResult {
   rate: number;

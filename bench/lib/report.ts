@@ -1,7 +1,7 @@
 // Owns the markdown rendering of a bench report (bench/results/<date>-bench.md, also printed).
-import { num, table, verdict } from './markdown.js';
-import type { BenchReport, ScenarioResult, TargetSummary } from './results.js';
-import { median } from './stats.js';
+import { num, table, verdict } from './markdown.ts';
+import type { BenchReport, ScenarioResult, TargetSummary } from './results.ts';
+import { median } from './stats.ts';
 
 const ratioCell = (s: ScenarioResult, t: TargetSummary, control: TargetSummary | undefined) => {
   if (!control || t.server === 'control') return '—';

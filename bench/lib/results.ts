@@ -1,7 +1,7 @@
 // Owns the shape of bench/results/<date>-bench.json (also what the markdown report is rendered from).
-import type { LoadResult } from './load.js';
-import type { PacedResult } from './paced-load.js';
-import type { RuntimeStats } from './prometheus.js';
+import type { LoadResult } from './load.ts';
+import type { PacedResult } from './paced-load.ts';
+import type { RuntimeStats } from './prometheus.ts';
 
 /** Which server a run loaded. */
 export type ServerKind = 'service' | 'memory' | 'nolimit' | 'limited' | 'control';

@@ -1,11 +1,11 @@
 // Owns running one scenario: servers loaded in turn (A B A B ...), each run checked against the service's own view.
 import { cpus } from 'node:os';
-import type { Cleanup } from './cleanup.js';
-import { type BenchEnv, commandStats } from './environment.js';
-import { sendRequest } from './fixtures.js';
-import { type LoadRequest, type LoadResult, runLoad } from './load.js';
-import { cpuSnapshot, cpuSplit } from './proc.js';
-import { runtimeStats, scrape, sumOf } from './prometheus.js';
+import type { Cleanup } from './cleanup.ts';
+import { type BenchEnv, commandStats } from './environment.ts';
+import { sendRequest } from './fixtures.ts';
+import { type LoadRequest, type LoadResult, runLoad } from './load.ts';
+import { cpuSnapshot, cpuSplit } from './proc.ts';
+import { runtimeStats, scrape, sumOf } from './prometheus.ts';
 import {
   type RunRecord,
   type ScenarioResult,
@@ -13,10 +13,10 @@ import {
   type ServerKind,
   type ServiceProbe,
   type TargetSummary,
-} from './results.js';
-import { type ServerProcess, sleep } from './server-process.js';
-import type { Servers } from './servers.js';
-import { max, median, sum } from './stats.js';
+} from './results.ts';
+import { type ServerProcess, sleep } from './server-process.ts';
+import type { Servers } from './servers.ts';
+import { max, median, sum } from './stats.ts';
 
 export interface Scenario {
   id: string;

@@ -4,8 +4,8 @@ import { closeSync, existsSync, openSync, readFileSync, statSync, truncateSync, 
 import http from 'node:http';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import type { Cleanup } from './cleanup.js';
-import { cpuMs, rssBytes } from './proc.js';
+import type { Cleanup } from './cleanup.ts';
+import { cpuMs, rssBytes } from './proc.ts';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -67,13 +67,18 @@ export class ServerProcess {
   private readonly exited: Promise<void>;
   private readonly unregister: () => void;
 
-  private constructor(
-    readonly name: string,
-    readonly port: number,
-    readonly logPath: string,
-    private readonly child: ChildProcess,
-    private readonly cleanup: Cleanup,
-  ) {
+  readonly name: string;
+  readonly port: number;
+  readonly logPath: string;
+  private readonly child: ChildProcess;
+  private readonly cleanup: Cleanup;
+
+  private constructor(name: string, port: number, logPath: string, child: ChildProcess, cleanup: Cleanup) {
+    this.name = name;
+    this.port = port;
+    this.logPath = logPath;
+    this.child = child;
+    this.cleanup = cleanup;
     this.baseUrl = `http://127.0.0.1:${port}`;
     cleanup.trackPid(child.pid as number);
     this.exited = new Promise((resolve) => {

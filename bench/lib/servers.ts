@@ -2,11 +2,11 @@
 import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import type { ControlRoute } from '../control-server.js';
-import type { Cleanup } from './cleanup.js';
-import type { BenchEnv, ServerEnvOptions } from './environment.js';
-import type { ServerKind } from './results.js';
-import { freePort, ServerProcess } from './server-process.js';
+import type { ControlRoute } from '../control-server.ts';
+import type { Cleanup } from './cleanup.ts';
+import type { BenchEnv, ServerEnvOptions } from './environment.ts';
+import type { ServerKind } from './results.ts';
+import { freePort, ServerProcess } from './server-process.ts';
 
 /** How each variant of the service differs; all share the database, each has its own Redis prefix. */
 export const SERVICE_VARIANTS: Record<Exclude<ServerKind, 'control'>, Omit<ServerEnvOptions, 'port'>> = {
@@ -26,10 +26,13 @@ export class Servers {
   private readonly running = new Map<ServerKind, ServerProcess>();
   private controlRoutes: ControlRoute[] | undefined;
 
-  constructor(
-    private readonly env: BenchEnv,
-    private readonly cleanup: Cleanup,
-  ) {}
+  private readonly env: BenchEnv;
+  private readonly cleanup: Cleanup;
+
+  constructor(env: BenchEnv, cleanup: Cleanup) {
+    this.env = env;
+    this.cleanup = cleanup;
+  }
 
   /** The control answers these (captured from the service) once it is first needed. */
   setControlRoutes(routes: ControlRoute[]): void {

@@ -6,8 +6,8 @@
 import { copyFileSync, cpSync, existsSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import type { Cleanup } from './cleanup.js';
-import { REPO_ROOT } from './server-process.js';
+import type { Cleanup } from './cleanup.ts';
+import { REPO_ROOT } from './server-process.ts';
 
 export interface BuildSnapshot {
   /** Run servers and CLIs with this as cwd: dist/, migrations/, package.json and a node_modules link. */

@@ -1,6 +1,6 @@
 // Owns issue 8's targets: each one judged met or missed from a bench report, with the number it rests on.
-import type { BenchReport, TargetSummary, TargetVerdict } from './results.js';
-import { max, median } from './stats.js';
+import type { BenchReport, TargetSummary, TargetVerdict } from './results.ts';
+import { max, median } from './stats.ts';
 
 const f = (n: number | undefined, d = 0) =>
   n === undefined || !Number.isFinite(n)

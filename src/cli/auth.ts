@@ -3,14 +3,14 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { createSigner } from 'fast-jwt';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { loadConfig, loadDotEnv } from '../config.js';
-import { loadJwtKeys } from '../lib/jwt-keys.js';
-import { migrate } from '../lib/migrations.js';
-import { Scope } from '../lib/validation.js';
-import { createApiKeysRepository } from '../modules/api-keys/api-keys-repository.js';
-import { issueApiKey } from '../modules/api-keys/api-keys-service.js';
-import { createAuditRepository } from '../modules/audit/audit-repository.js';
-import { cliContext, fail, parseArgs } from './cli-context.js';
+import { loadConfig, loadDotEnv } from '../config.ts';
+import { loadJwtKeys } from '../lib/jwt-keys.ts';
+import { migrate } from '../lib/migrations.ts';
+import { Scope } from '../lib/validation.ts';
+import { createApiKeysRepository } from '../modules/api-keys/api-keys-repository.ts';
+import { issueApiKey } from '../modules/api-keys/api-keys-service.ts';
+import { createAuditRepository } from '../modules/audit/audit-repository.ts';
+import { cliContext, fail, parseArgs } from './cli-context.ts';
 
 const USAGE = `usage:
   npm run auth:create-api-key -- --name <name> --scopes a,b [--subject <sub>] [--expires-in-days N]

@@ -1,6 +1,6 @@
 // Owns what every CLI command starts from: config from the environment and a database URL (real or embedded).
-import { type Config, ConfigError, type LoadOptions, loadConfig, loadDotEnv } from '../config.js';
-import { startEmbeddedPostgres } from '../lib/embedded-postgres.js';
+import { type Config, ConfigError, type LoadOptions, loadConfig, loadDotEnv } from '../config.ts';
+import { startEmbeddedPostgres } from '../lib/embedded-postgres.ts';
 
 export interface CliContext {
   config: Config;

@@ -1,8 +1,8 @@
 // `npm run migrate` (up), `npm run migrate:down` (revert one), `npm run migrate:create -- name`.
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MIGRATIONS_DIR, migrate } from '../lib/migrations.js';
-import { cliContext, fail, parseArgs } from './cli-context.js';
+import { MIGRATIONS_DIR, migrate } from '../lib/migrations.ts';
+import { cliContext, fail, parseArgs } from './cli-context.ts';
 
 const TEMPLATE = `-- Up Migration
 

@@ -1,5 +1,5 @@
 // Owns opaque keyset-pagination cursors: base64url JSON that clients pass back untouched.
-import { HttpProblem } from './problem.js';
+import { HttpProblem } from './problem.ts';
 
 /** Postgres' text form of timestamptz (microsecond precision, so keysets never skip rows). */
 export const PG_TIMESTAMPTZ = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d(:\d\d){0,2}$/;

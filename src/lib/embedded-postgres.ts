@@ -1,7 +1,6 @@
 // Owns the embedded development database: PGlite served over the Postgres wire protocol on loopback.
 import { mkdirSync } from 'node:fs';
 import net from 'node:net';
-import { loadModule } from './load-module.js';
 
 export interface EmbeddedPostgres {
   url: string;
@@ -34,8 +33,8 @@ export async function startEmbeddedPostgres(dataDir: string, port: number): Prom
   mkdirSync(dataDir, { recursive: true });
   // Loaded on demand: only the embedded default needs PGlite.
   const [{ PGlite }, { PGLiteSocketServer }] = await Promise.all([
-    loadModule<typeof import('@electric-sql/pglite')>('@electric-sql/pglite'),
-    loadModule<typeof import('@electric-sql/pglite-socket')>('@electric-sql/pglite-socket'),
+    import('@electric-sql/pglite'),
+    import('@electric-sql/pglite-socket'),
   ]);
   const db = await PGlite.create({ dataDir });
   const server = new PGLiteSocketServer({ db, host, port, maxConnections: 100 });

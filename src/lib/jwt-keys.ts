@@ -9,7 +9,7 @@ import {
 } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createVerifier, type VerifierOptions } from 'fast-jwt';
-import type { Config } from '../config.js';
+import type { Config } from '../config.ts';
 
 export interface JwtKey {
   kid: string;

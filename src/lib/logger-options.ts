@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { createRequire } from 'node:module';
 import { type DestinationStream, destination, type LoggerOptions } from 'pino';
-import type { Config } from '../config.js';
+import type { Config } from '../config.ts';
 
 /** Credential headers where Fastify and our code put them: exact paths, which pino redacts at no cost. */
 export const REDACT_PATHS = [

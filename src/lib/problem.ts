@@ -23,18 +23,19 @@ export interface HttpProblemOptions {
 
 /** Throw from a route or hook to answer with a problem+json body; `code` becomes the stable type. */
 export class HttpProblem extends Error {
+  readonly statusCode: number;
+  readonly code: string;
+  readonly title: string;
   readonly headers: Record<string, string>;
   readonly extensions: Record<string, unknown>;
   readonly detail: string | undefined;
 
-  constructor(
-    readonly statusCode: number,
-    readonly code: string,
-    readonly title: string,
-    options: HttpProblemOptions = {},
-  ) {
+  constructor(statusCode: number, code: string, title: string, options: HttpProblemOptions = {}) {
     super(options.detail ?? title, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'HttpProblem';
+    this.statusCode = statusCode;
+    this.code = code;
+    this.title = title;
     this.detail = options.detail;
     this.headers = options.headers ?? {};
     this.extensions = options.extensions ?? {};

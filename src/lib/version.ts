@@ -1,4 +1,4 @@
-// Owns the service version, read once from package.json (one level above both src/ and dist/).
+// Owns the service version, read once from package.json (one level above src/).
 import { readFileSync } from 'node:fs';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {

@@ -5,12 +5,12 @@ import type { FastifyInstance, FastifyRequest, preHandlerHookHandler } from 'fas
 import fp from 'fastify-plugin';
 import { LRUCache } from 'lru-cache';
 import { Counter } from 'prom-client';
-import { apiKeyPattern, parseApiKey, secretMatches } from '../lib/api-key.js';
-import { batchedCounter } from '../lib/batched-counter.js';
-import { createTokenVerifier, type JwtKey, loadJwtKeys, type TokenVerifier } from '../lib/jwt-keys.js';
-import { HttpProblem, serviceUnavailable } from '../lib/problem.js';
-import { createApiKeysRepository } from '../modules/api-keys/api-keys-repository.js';
-import { type AuditEvent, createAuditRepository } from '../modules/audit/audit-repository.js';
+import { apiKeyPattern, parseApiKey, secretMatches } from '../lib/api-key.ts';
+import { batchedCounter } from '../lib/batched-counter.ts';
+import { createTokenVerifier, type JwtKey, loadJwtKeys, type TokenVerifier } from '../lib/jwt-keys.ts';
+import { HttpProblem, serviceUnavailable } from '../lib/problem.ts';
+import { createApiKeysRepository } from '../modules/api-keys/api-keys-repository.ts';
+import { type AuditEvent, createAuditRepository } from '../modules/audit/audit-repository.ts';
 
 export interface Principal {
   subject: string;

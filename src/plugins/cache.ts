@@ -8,9 +8,9 @@ import type {
 } from 'fastify';
 import fp from 'fastify-plugin';
 import { LRUCache } from 'lru-cache';
-import { batchedCounter } from '../lib/batched-counter.js';
-import { matches } from '../lib/etag.js';
-import { appendRouteHook } from '../lib/route-hooks.js';
+import { batchedCounter } from '../lib/batched-counter.ts';
+import { matches } from '../lib/etag.ts';
+import { appendRouteHook } from '../lib/route-hooks.ts';
 
 export interface RouteCacheOptions {
   /** Seconds; CACHE_DEFAULT_TTL when absent. */

@@ -9,8 +9,8 @@ import type {
 } from 'fastify';
 import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
-import { isDatabaseTimeout, isDatabaseUnavailable } from '../lib/db-errors.js';
-import { HttpProblem, type ProblemBody, problemType } from '../lib/problem.js';
+import { isDatabaseTimeout, isDatabaseUnavailable } from '../lib/db-errors.ts';
+import { HttpProblem, type ProblemBody, problemType } from '../lib/problem.ts';
 
 const PROBLEM_JSON = 'application/problem+json; charset=utf-8';
 

@@ -10,8 +10,8 @@ import {
   type MetricValueWithName,
   Registry,
 } from 'prom-client';
-import { appendRouteHook } from '../lib/route-hooks.js';
-import { PACKAGE_VERSION } from '../lib/version.js';
+import { appendRouteHook } from '../lib/route-hooks.ts';
+import { PACKAGE_VERSION } from '../lib/version.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {

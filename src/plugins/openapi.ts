@@ -3,8 +3,7 @@ import swagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { jsonSchemaTransform } from 'fastify-type-provider-zod';
-import { loadModule } from '../lib/load-module.js';
-import { PACKAGE_VERSION } from '../lib/version.js';
+import { PACKAGE_VERSION } from '../lib/version.ts';
 
 /** OpenAPI `security` for authenticated routes: a bearer JWT or API key, or an X-API-Key header. */
 export const security: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKey: [] }];
@@ -38,7 +37,7 @@ export async function openapiRoutes(app: FastifyInstance) {
   // Loaded only when the page is on (never in production by default): no start-up cost otherwise.
   const [{ default: helmet }, { default: swaggerUi }] = await Promise.all([
     import('@fastify/helmet'),
-    loadModule<typeof import('@fastify/swagger-ui')>('@fastify/swagger-ui'),
+    import('@fastify/swagger-ui'),
   ]);
   await app.register(async (docs) => {
     // The docs page runs swagger-ui's own scripts and styles; this relaxation never reaches API routes.

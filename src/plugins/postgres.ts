@@ -1,11 +1,11 @@
-// Owns the PostgreSQL pool (app.db): real server from DATABASE_URL, or the embedded default; migrate on start.
+// Owns the PostgreSQL pool (app.db) and opening the database: DATABASE_URL or the embedded default, migrated on start.
 import { readFileSync } from 'node:fs';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import pg from 'pg';
-import type { Config } from '../config.js';
-import { type EmbeddedPostgres, startEmbeddedPostgres } from '../lib/embedded-postgres.js';
-import { migrate } from '../lib/migrations.js';
+import type { Config } from '../config.ts';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from '../lib/embedded-postgres.ts';
+import { migrate } from '../lib/migrations.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -43,26 +43,50 @@ export function createPool(config: Config, connectionString: string): pg.Pool {
   });
 }
 
-async function postgresPlugin(app: FastifyInstance) {
-  const { config } = app;
-  let embedded: EmbeddedPostgres | undefined;
-  let url = config.DATABASE_URL;
-  if (url === undefined) {
+export interface Database {
+  url: string;
+  /** Set when this process started (or joined) the embedded default. */
+  embedded?: EmbeddedPostgres;
+}
+
+/**
+ * Opens the database before any plugin loads: the embedded default's start and the migrations
+ * (MIGRATE_ON_START) can take longer on a slow, loaded machine than Fastify's plugin timeout allows.
+ */
+export async function openDatabase(
+  config: Config,
+  log: FastifyBaseLogger,
+  migrationsDir?: string,
+): Promise<Database> {
+  let database: Database;
+  if (config.DATABASE_URL !== undefined) database = { url: config.DATABASE_URL };
+  else {
     // loadConfig already refuses this in production.
-    embedded = await startEmbeddedPostgres(config.EMBEDDED_DB_DIR, config.EMBEDDED_DB_PORT);
-    url = embedded.url;
-    app.log.info(
-      { dataDir: config.EMBEDDED_DB_DIR, url, joined: !embedded.owned },
+    const embedded = await startEmbeddedPostgres(config.EMBEDDED_DB_DIR, config.EMBEDDED_DB_PORT);
+    database = { url: embedded.url, embedded };
+    log.info(
+      { dataDir: config.EMBEDDED_DB_DIR, url: embedded.url, joined: !embedded.owned },
       'using embedded postgres',
     );
   }
-
   if (config.MIGRATE_ON_START) {
-    const applied = await migrate({ databaseUrl: url, log: (m) => app.log.debug(m) });
-    app.log.info({ applied }, 'migrations up to date');
+    try {
+      const applied = await migrate({
+        databaseUrl: database.url,
+        ...(migrationsDir ? { dir: migrationsDir } : {}),
+        log: (m) => log.debug(m),
+      });
+      log.info({ applied }, 'migrations up to date');
+    } catch (err) {
+      if (database.embedded?.owned) await database.embedded.stop();
+      throw err;
+    }
   }
+  return database;
+}
 
-  const pool = createPool(config, url);
+async function postgresPlugin(app: FastifyInstance, { database }: { database: Database }) {
+  const pool = createPool(app.config, database.url);
   // An idle client dropped by the server emits here; without a listener it would crash the process.
   pool.on('error', (err) => app.log.warn({ err }, 'idle postgres connection failed'));
   app.decorate('db', pool);
@@ -70,8 +94,8 @@ async function postgresPlugin(app: FastifyInstance) {
   app.addHook('onClose', async () => {
     await pool.end();
     app.log.info('postgres pool closed');
-    if (embedded?.owned) {
-      await embedded.stop();
+    if (database.embedded?.owned) {
+      await database.embedded.stop();
       app.log.info('embedded postgres stopped');
     }
   });

@@ -5,10 +5,10 @@ import fp from 'fastify-plugin';
 import type { Result } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { Gauge } from 'prom-client';
-import { batchedCounter } from '../lib/batched-counter.js';
-import { HttpProblem } from '../lib/problem.js';
-import { appendRouteHook } from '../lib/route-hooks.js';
-import { type BucketParams, type Decision, decide, GCRA_COMMAND, GCRA_LUA } from '../lib/token-bucket.js';
+import { batchedCounter } from '../lib/batched-counter.ts';
+import { HttpProblem } from '../lib/problem.ts';
+import { appendRouteHook } from '../lib/route-hooks.ts';
+import { type BucketParams, type Decision, decide, GCRA_COMMAND, GCRA_LUA } from '../lib/token-bucket.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -183,10 +183,11 @@ async function rateLimitPlugin(app: FastifyInstance) {
   /** The custom store @fastify/rate-limit calls once per request; `child` serves per-route overrides. */
   class TokenBucketStore {
     /** @fastify/rate-limit constructs the store with its options; children get a per-route namespace. */
-    constructor(
-      _options: unknown,
-      private readonly namespace = 'rl:',
-    ) {}
+    private readonly namespace: string;
+
+    constructor(_options: unknown, namespace = 'rl:') {
+      this.namespace = namespace;
+    }
 
     incr(key: string, cb: Callback, windowMs: number, max: number) {
       consume(this.namespace + key, { burst: max, intervalMs: windowMs / max }, (d) =>

@@ -2,8 +2,8 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Redis } from 'ioredis';
-import type { Config } from '../config.js';
-import { GCRA_COMMAND } from '../lib/token-bucket.js';
+import type { Config } from '../config.ts';
+import { GCRA_COMMAND } from '../lib/token-bucket.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -17,8 +17,8 @@ import {
   secretMounts,
   secretNames,
   serviceEnv,
-} from './support/compose.js';
-import { parseDockerfile } from './support/dockerfile.js';
+} from './support/compose.ts';
+import { parseDockerfile } from './support/dockerfile.ts';
 import {
   configProblems,
   exists,
@@ -29,7 +29,7 @@ import {
   repoPath,
   SECRET_FILE_KEYS,
   STRONG_TEST_SECRET,
-} from './support/repo.js';
+} from './support/repo.ts';
 
 const TEXT = readText('compose.yaml');
 // As on a fresh clone: no .env, no variables exported.

@@ -11,8 +11,8 @@ import {
   parseDockerignore,
   type Stage,
   words,
-} from './support/dockerfile.js';
-import { exists, KNOWN_ENV, listFiles, readText, SECRET_KEYS } from './support/repo.js';
+} from './support/dockerfile.ts';
+import { exists, KNOWN_ENV, listFiles, readText, SECRET_KEYS } from './support/repo.ts';
 
 const dockerfile = parseDockerfile(readText('docker/Dockerfile'));
 const dockerignore = parseDockerignore(readText('.dockerignore'));

@@ -4,9 +4,9 @@ import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startMetricsServer } from '../../src/plugins/metrics.js';
-import { buildTestApp, type TestApp, type TestDatabase } from '../helpers/app.js';
-import { databaseUrl, TEST_PG_ADMIN_URL } from '../helpers/env.js';
+import { startMetricsServer } from '../../src/plugins/metrics.ts';
+import { buildTestApp, type TestApp, type TestDatabase } from '../helpers/app.ts';
+import { databaseUrl, TEST_PG_ADMIN_URL } from '../helpers/env.ts';
 import {
   id,
   type K8sObject,
@@ -19,7 +19,7 @@ import {
   podOwners,
   render,
   selects,
-} from './support/k8s.js';
+} from './support/k8s.ts';
 import {
   type Config,
   configProblems,
@@ -32,7 +32,7 @@ import {
   SECRET_FILE_KEYS,
   STRONG_TEST_SECRET,
   withSecretFiles,
-} from './support/repo.js';
+} from './support/repo.ts';
 
 if (!kubectlAvailable) console.warn(`test/deploy/k8s-references.test.ts skipped: ${KUBECTL_MISSING}`);
 

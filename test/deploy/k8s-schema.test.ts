@@ -12,7 +12,7 @@ import {
   render,
   schemaErrors,
   unknownFields,
-} from './support/k8s.js';
+} from './support/k8s.ts';
 
 if (!kubectlAvailable) console.warn(`test/deploy/k8s-schema.test.ts skipped: ${KUBECTL_MISSING}`);
 

@@ -2,7 +2,7 @@
 // restricted Pod Security profile demands and more, the NetworkPolicy's exact openings, the
 // Deployment's rollout and spread.
 import { describe, expect, it } from 'vitest';
-import { parseDockerfile } from './support/dockerfile.js';
+import { parseDockerfile } from './support/dockerfile.ts';
 import {
   id,
   type K8sObject,
@@ -13,8 +13,8 @@ import {
   type PodOwner,
   podOwners,
   render,
-} from './support/k8s.js';
-import { readText } from './support/repo.js';
+} from './support/k8s.ts';
+import { readText } from './support/repo.ts';
 
 if (!kubectlAvailable) console.warn(`test/deploy/k8s-security.test.ts skipped: ${KUBECTL_MISSING}`);
 

@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { type ComposeService, durationMs, hostPathFor, parseCompose, serviceEnv } from './support/compose.js';
-import { exists, listFiles, ROOT, readText, readYaml, repoPath } from './support/repo.js';
+import { type ComposeService, durationMs, hostPathFor, parseCompose, serviceEnv } from './support/compose.ts';
+import { exists, listFiles, ROOT, readText, readYaml, repoPath } from './support/repo.ts';
 
 interface AlertRule {
   alert?: string;

@@ -5,9 +5,9 @@ import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { inject } from 'vitest';
-import { buildApp } from '../../src/app.js';
-import { type Config, loadConfig } from '../../src/config.js';
-import { databaseUrl, TEST_PG_ADMIN_URL, TEST_REDIS_URL } from './env.js';
+import { buildApp } from '../../src/app.ts';
+import { type Config, loadConfig } from '../../src/config.ts';
+import { databaseUrl, TEST_PG_ADMIN_URL, TEST_REDIS_URL } from './env.ts';
 
 export interface TestDatabase {
   name: string;

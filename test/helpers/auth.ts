@@ -2,8 +2,8 @@
 import { randomUUID } from 'node:crypto';
 import { createSigner } from 'fast-jwt';
 import type { FastifyInstance } from 'fastify';
-import { createApiKeysRepository } from '../../src/modules/api-keys/api-keys-repository.js';
-import { issueApiKey } from '../../src/modules/api-keys/api-keys-service.js';
+import { createApiKeysRepository } from '../../src/modules/api-keys/api-keys-repository.ts';
+import { issueApiKey } from '../../src/modules/api-keys/api-keys-service.ts';
 
 export async function createKey(
   app: FastifyInstance,

@@ -1,8 +1,8 @@
 // Builds one migrated template database per run; each test file clones it (CREATE DATABASE ... TEMPLATE).
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
-import { migrate } from '../../src/lib/migrations.js';
-import { databaseUrl, TEST_PG_ADMIN_URL } from './env.js';
+import { migrate } from '../../src/lib/migrations.ts';
+import { databaseUrl, TEST_PG_ADMIN_URL } from './env.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {

@@ -22,13 +22,13 @@ export interface ServerProcess {
   exited: Promise<number | null>;
 }
 
-/** Starts src/server.ts (or `entry`) with the given environment on a free port. */
+/** Starts src/main.ts (or `entry`) with the given environment on a free port. */
 export async function startServer(
   env: Record<string, string>,
-  entry = 'src/server.ts',
+  entry = 'src/main.ts',
 ): Promise<ServerProcess> {
   const port = await freePort();
-  const args = entry.endsWith('.ts') ? ['--import', 'tsx', entry] : [entry];
+  const args = [entry];
   const child = spawn(process.execPath, args, {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_PRETTY: 'false', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,7 +1,7 @@
 // A disposable redis-server on a free port, for tests that kill and restart Redis.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { Redis } from 'ioredis';
-import { freePort } from './process.js';
+import { freePort } from './process.ts';
 
 export interface RedisServer {
   port: number;

@@ -7,8 +7,8 @@ import {
   parseMatcher,
   type Route,
   receiversFor,
-} from './support/alertmanager.js';
-import { alertRules } from './support/queries.js';
+} from './support/alertmanager.ts';
+import { alertRules } from './support/queries.ts';
 
 const config = loadAlertmanagerConfig();
 const alerts = alertRules();

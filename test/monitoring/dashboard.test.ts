@@ -2,9 +2,9 @@
 // with stable panel ids and units, and covering what the issue lists. Their queries are checked against
 // the app in queries.test.ts and against a real Prometheus in prometheus-e2e.test.ts.
 import { describe, expect, it } from 'vitest';
-import { analyze, metricName, type Node, parsePromQL } from './support/promql.js';
-import { allPanels, loadDashboards, type Panel, STATIC_SUBSTITUTION, substitute } from './support/queries.js';
-import { alertThreshold } from './support/thresholds.js';
+import { analyze, metricName, type Node, parsePromQL } from './support/promql.ts';
+import { allPanels, loadDashboards, type Panel, STATIC_SUBSTITUTION, substitute } from './support/queries.ts';
+import { alertThreshold } from './support/thresholds.ts';
 
 /** Grafana's variable syntax (not a template literal): the datasource the viewer picks. */
 const DATASOURCE_VARIABLE = ['$', '{datasource}'].join('');

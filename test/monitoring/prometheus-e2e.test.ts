@@ -8,8 +8,8 @@ import {
   type PrometheusServer,
   startPrometheus,
   type VectorSample,
-} from './support/prometheus.js';
-import { parsePromQL, printParenthesized, printPromQL } from './support/promql.js';
+} from './support/prometheus.ts';
+import { parsePromQL, printParenthesized, printPromQL } from './support/promql.ts';
 import {
   ALERTS_PATH,
   allQueries,
@@ -17,9 +17,9 @@ import {
   type Query,
   type Substitution,
   substitute,
-} from './support/queries.js';
-import { findTool, skipNote } from './support/tools.js';
-import { exercise, expectTrafficCoverage, type ListeningApp, startListeningApp } from './support/traffic.js';
+} from './support/queries.ts';
+import { findTool, skipNote } from './support/tools.ts';
+import { exercise, expectTrafficCoverage, type ListeningApp, startListeningApp } from './support/traffic.ts';
 
 const prometheusBinary = findTool('prometheus');
 const JOB = 'api';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { analyze, metricName, parsePromQL } from './support/promql.js';
+import { analyze, metricName, parsePromQL } from './support/promql.ts';
 import {
   ALERTS_PATH,
   ALERTS_TEST_PATH,
@@ -18,8 +18,8 @@ import {
   ROOT,
   type RuleGroup,
   recordingRules,
-} from './support/queries.js';
-import { findTool, skipNote } from './support/tools.js';
+} from './support/queries.ts';
+import { findTool, skipNote } from './support/tools.ts';
 
 const run = promisify(execFile);
 const promtool = findTool('promtool');

@@ -6,12 +6,12 @@
 // Queries are parsed by support/promql.ts, a PromQL parser whose every parse the end-to-end test
 // compares with Prometheus' own (format_query), so no regular expression guesses at PromQL here.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadAlertmanagerConfig, matches, parseMatcher } from './support/alertmanager.js';
-import { type Exposition, parseExposition } from './support/exposition.js';
-import { analyze, metricName, parsePromQL } from './support/promql.js';
-import { allQueries, loadRules, type Query, STATIC_SUBSTITUTION, substitute } from './support/queries.js';
-import { buildCatalog, type MetricCatalog, TARGET_LABELS } from './support/schema.js';
-import { exercise, expectTrafficCoverage, type ListeningApp, startListeningApp } from './support/traffic.js';
+import { loadAlertmanagerConfig, matches, parseMatcher } from './support/alertmanager.ts';
+import { type Exposition, parseExposition } from './support/exposition.ts';
+import { analyze, metricName, parsePromQL } from './support/promql.ts';
+import { allQueries, loadRules, type Query, STATIC_SUBSTITUTION, substitute } from './support/queries.ts';
+import { buildCatalog, type MetricCatalog, TARGET_LABELS } from './support/schema.ts';
+import { exercise, expectTrafficCoverage, type ListeningApp, startListeningApp } from './support/traffic.ts';
 
 let app: ListeningApp;
 let exposition: Exposition;

@@ -1,8 +1,8 @@
 // Design rules of alerts.yml that promtool cannot know: thresholds that stand for numbers kept elsewhere,
 // and alerts that never fire on a single evaluation.
 import { describe, expect, it } from 'vitest';
-import { alertRules, loadRules } from './support/queries.js';
-import { alertThreshold, baseMemoryLimit, memoryBytes } from './support/thresholds.js';
+import { alertRules, loadRules } from './support/queries.ts';
+import { alertThreshold, baseMemoryLimit, memoryBytes } from './support/thresholds.ts';
 
 describe('alerts.yml', () => {
   it('when the memory alert is compared with the Deployment, then it fires at 90 % of the container limit and says which', () => {

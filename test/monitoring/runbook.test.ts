@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { alertRules, RUNBOOK_PATH } from './support/queries.js';
+import { alertRules, RUNBOOK_PATH } from './support/queries.ts';
 
 const runbook = readFileSync(RUNBOOK_PATH, 'utf8');
 

@@ -19,11 +19,11 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
-import { migrate } from '../../src/lib/migrations.js';
-import { createApiKeysRepository } from '../../src/modules/api-keys/api-keys-repository.js';
-import { issueApiKey } from '../../src/modules/api-keys/api-keys-service.js';
-import { render } from '../deploy/support/k8s.js';
-import { buildTestApp, createTestDatabase, type TestDatabase } from '../helpers/app.js';
+import { migrate } from '../../src/lib/migrations.ts';
+import { createApiKeysRepository } from '../../src/modules/api-keys/api-keys-repository.ts';
+import { issueApiKey } from '../../src/modules/api-keys/api-keys-service.ts';
+import { render } from '../deploy/support/k8s.ts';
+import { buildTestApp, createTestDatabase, type TestDatabase } from '../helpers/app.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BACKUP = join(ROOT, 'scripts/backup.sh');

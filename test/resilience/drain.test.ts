@@ -1,9 +1,9 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../helpers/app.js';
-import { TEST_REDIS_URL } from '../helpers/env.js';
-import { startServer } from '../helpers/process.js';
-import { send, startLoad } from './load.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/app.ts';
+import { TEST_REDIS_URL } from '../helpers/env.ts';
+import { startServer } from '../helpers/process.ts';
+import { send, startLoad } from './load.ts';
 
 describe('graceful drain of a real server process under keep-alive load', () => {
   let db: TestDatabase;
@@ -100,7 +100,7 @@ async function postJson(port: number, path: string, body: unknown, headers: Reco
 /** Signed with the development secret the server falls back to outside production. */
 async function mintToken(): Promise<string> {
   const { createSigner } = await import('fast-jwt');
-  const { DEVELOPMENT_JWT_SECRET } = await import('../../src/config.js');
+  const { DEVELOPMENT_JWT_SECRET } = await import('../../src/config.ts');
   const now = Math.floor(Date.now() / 1000);
   return createSigner({ key: DEVELOPMENT_JWT_SECRET, noTimestamp: true })({
     sub: 'drainer',

@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, type TestApp } from '../helpers/app.js';
-import { createKey } from '../helpers/auth.js';
-import { scale } from './load.js';
+import { buildTestApp, type TestApp } from '../helpers/app.ts';
+import { createKey } from '../helpers/auth.ts';
+import { scale } from './load.ts';
 
 interface Operation {
   method: string;

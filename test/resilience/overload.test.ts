@@ -1,8 +1,8 @@
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, type TestApp } from '../helpers/app.js';
-import { createKey } from '../helpers/auth.js';
-import { percentile, scale, startLoad } from './load.js';
+import { buildTestApp, type TestApp } from '../helpers/app.ts';
+import { createKey } from '../helpers/auth.ts';
+import { percentile, scale, startLoad } from './load.ts';
 
 describe('overload', () => {
   it('when one client bursts far past its bucket, then the excess gets 429 quickly and others are unaffected', async () => {

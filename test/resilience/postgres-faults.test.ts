@@ -1,10 +1,10 @@
 import pg from 'pg';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp, type TestApp } from '../helpers/app.js';
-import { createKey } from '../helpers/auth.js';
-import { TEST_PG_ADMIN_URL } from '../helpers/env.js';
-import { type RequestSpec, scale, startLoad } from './load.js';
+import { buildTestApp, type TestApp } from '../helpers/app.ts';
+import { createKey } from '../helpers/auth.ts';
+import { TEST_PG_ADMIN_URL } from '../helpers/env.ts';
+import { type RequestSpec, scale, startLoad } from './load.ts';
 
 const RATE = { RATE_LIMIT_MAX_REQUESTS: '1000000', RATE_LIMIT_WINDOW_MS: '1000' };
 

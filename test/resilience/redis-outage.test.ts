@@ -1,9 +1,9 @@
 import request from 'supertest';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildTestApp } from '../helpers/app.js';
-import { createKey } from '../helpers/auth.js';
-import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
-import { type RequestSpec, scale, startLoad } from './load.js';
+import { buildTestApp } from '../helpers/app.ts';
+import { createKey } from '../helpers/auth.ts';
+import { type RedisServer, startRedisServer } from '../helpers/redis-server.ts';
+import { type RequestSpec, scale, startLoad } from './load.ts';
 
 describe('Redis outage under load', () => {
   let redis: RedisServer | undefined;

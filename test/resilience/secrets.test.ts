@@ -1,7 +1,7 @@
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
-import { buildTestApp } from '../helpers/app.js';
-import { createKey, signToken } from '../helpers/auth.js';
+import { buildTestApp } from '../helpers/app.ts';
+import { createKey, signToken } from '../helpers/auth.ts';
 
 describe('secrets never leak', () => {
   it('when requests carry a bearer token, an API key and a password, then none of them appears in logs, metrics or responses', async () => {

@@ -1,18 +1,18 @@
 // Owns the admin endpoints for API keys: create (secret shown once), list (never secrets), revoke.
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { decodeCursor, encodeCursor, PG_TIMESTAMPTZ } from '../../lib/cursor.js';
-import { notFound } from '../../lib/problem.js';
-import { security } from '../../plugins/openapi.js';
-import { createApiKeysRepository } from './api-keys-repository.js';
+import { decodeCursor, encodeCursor, PG_TIMESTAMPTZ } from '../../lib/cursor.ts';
+import { notFound } from '../../lib/problem.ts';
+import { security } from '../../plugins/openapi.ts';
+import { createApiKeysRepository } from './api-keys-repository.ts';
 import {
   ApiKeyIdParams,
   ApiKeyList,
   CreateApiKeyBody,
   CreatedApiKey,
   ListApiKeysQuery,
-} from './api-keys-schemas.js';
-import { issueApiKey, toApiKeyDto } from './api-keys-service.js';
+} from './api-keys-schemas.ts';
+import { issueApiKey, toApiKeyDto } from './api-keys-service.ts';
 
 export default async function apiKeysRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>();

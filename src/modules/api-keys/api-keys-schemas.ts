@@ -1,6 +1,6 @@
 // Owns the request and response shapes of the API key admin endpoints.
 import { z } from 'zod';
-import { Scopes, text } from '../../lib/validation.js';
+import { Scopes, text } from '../../lib/validation.ts';
 
 export const ApiKeyIdParams = z.strictObject({ id: z.string().regex(/^[0-9a-f]{16}$/, 'must be a key id') });
 

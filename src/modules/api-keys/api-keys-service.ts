@@ -1,6 +1,6 @@
 // Owns issuing an API key (shared by the admin endpoint and the CLI) and its response shape.
-import { generateApiKey } from '../../lib/api-key.js';
-import type { ApiKeyRow, ApiKeysRepository } from './api-keys-repository.js';
+import { generateApiKey } from '../../lib/api-key.ts';
+import type { ApiKeyRow, ApiKeysRepository } from './api-keys-repository.ts';
 
 export interface NewApiKey {
   name: string;

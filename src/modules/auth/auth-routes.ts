@@ -1,10 +1,10 @@
 // Owns GET /v1/me, POST /v1/auth/token (API key -> short-lived JWT) and POST /v1/auth/revoke.
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { HttpProblem } from '../../lib/problem.js';
-import { forbidden } from '../../plugins/auth.js';
-import { security } from '../../plugins/openapi.js';
-import { Me, RevokeBody, RevokeResponse, TokenBody, TokenResponse } from './auth-schemas.js';
+import { HttpProblem } from '../../lib/problem.ts';
+import { forbidden } from '../../plugins/auth.ts';
+import { security } from '../../plugins/openapi.ts';
+import { Me, RevokeBody, RevokeResponse, TokenBody, TokenResponse } from './auth-schemas.ts';
 
 export default async function authRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>();

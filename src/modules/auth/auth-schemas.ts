@@ -1,6 +1,6 @@
 // Owns the request and response shapes of /v1/me and the token endpoints.
 import { z } from 'zod';
-import { Scopes } from '../../lib/validation.js';
+import { Scopes } from '../../lib/validation.ts';
 
 export const Me = z.object({
   subject: z.string(),

@@ -1,6 +1,6 @@
 // Owns GET /.well-known/jwks.json: the public keys that verify this service's tokens (RS256/ES256 only).
 import type { FastifyInstance } from 'fastify';
-import { jwksDocument } from '../../lib/jwt-keys.js';
+import { jwksDocument } from '../../lib/jwt-keys.ts';
 
 export default async function jwksRoutes(app: FastifyInstance) {
   if (app.config.JWT_ALGORITHM === 'HS256') return; // a shared secret is never published

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { Gauge } from 'prom-client';
 import { z } from 'zod';
-import { PACKAGE_VERSION } from '../../lib/version.js';
+import { PACKAGE_VERSION } from '../../lib/version.ts';
 
 const CHECK_TIMEOUT_MS = 1000;
 const READY_CACHE_MS = 1000;

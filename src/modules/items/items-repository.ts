@@ -1,6 +1,6 @@
 // Owns the items and idempotency_keys tables: parameterised SQL only.
 import type { Pool, PoolClient } from 'pg';
-import type { CreateItemBody, UpdateItemBody } from './items-schemas.js';
+import type { CreateItemBody, UpdateItemBody } from './items-schemas.ts';
 
 export interface ItemRow {
   id: string;

@@ -2,11 +2,11 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { decodeCursor, encodeCursor, PG_TIMESTAMPTZ } from '../../lib/cursor.js';
-import { etagOf, matches, versionFromIfMatch } from '../../lib/etag.js';
-import { HttpProblem, notFound } from '../../lib/problem.js';
-import { security } from '../../plugins/openapi.js';
-import { createItemsRepository } from './items-repository.js';
+import { decodeCursor, encodeCursor, PG_TIMESTAMPTZ } from '../../lib/cursor.ts';
+import { etagOf, matches, versionFromIfMatch } from '../../lib/etag.ts';
+import { HttpProblem, notFound } from '../../lib/problem.ts';
+import { security } from '../../plugins/openapi.ts';
+import { createItemsRepository } from './items-repository.ts';
 import {
   CreateItemBody,
   CreateItemHeaders,
@@ -15,8 +15,8 @@ import {
   ItemList,
   ListItemsQuery,
   UpdateItemBody,
-} from './items-schemas.js';
-import { createItem, toItem } from './items-service.js';
+} from './items-schemas.ts';
+import { createItem, toItem } from './items-service.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const tags = ['items'];

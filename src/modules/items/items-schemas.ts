@@ -1,6 +1,6 @@
 // Owns the request and response shapes of /v1/items: strict inputs, outputs that never carry internal columns.
 import { z } from 'zod';
-import { text } from '../../lib/validation.js';
+import { text } from '../../lib/validation.ts';
 
 const Tag = text(1, 50);
 const Tags = z.array(Tag).max(20);

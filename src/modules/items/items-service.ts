@@ -1,9 +1,9 @@
 // Owns the item logic beyond CRUD: idempotent creation in one transaction, and the response shape.
 import { createHash } from 'node:crypto';
 import type { Pool } from 'pg';
-import { HttpProblem } from '../../lib/problem.js';
-import { createItemsRepository, type ItemRow } from './items-repository.js';
-import type { CreateItemBody, Item } from './items-schemas.js';
+import { HttpProblem } from '../../lib/problem.ts';
+import { createItemsRepository, type ItemRow } from './items-repository.ts';
+import type { CreateItemBody, Item } from './items-schemas.ts';
 
 export const IDEMPOTENCY_TTL_HOURS = 24;
 

@@ -21,7 +21,7 @@ import {
   Service,
   ServiceAccount,
 } from 'kubernetes-models/v1';
-import { ROOT, readYamlDocuments, repoPath } from './repo.js';
+import { ROOT, readYamlDocuments, repoPath } from './repo.ts';
 
 export const OVERLAYS = ['base', 'overlays/development', 'overlays/production'] as const;
 export type Overlay = (typeof OVERLAYS)[number];

@@ -12,7 +12,7 @@ import {
   loadConfig,
   PLACEHOLDER_SECRETS,
   SECRET_KEYS,
-} from '../../../src/config.js';
+} from '../../../src/config.ts';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 

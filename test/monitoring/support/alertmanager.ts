@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { ROOT } from './queries.js';
+import { ROOT } from './queries.ts';
 
 export interface Route {
   receiver?: string;

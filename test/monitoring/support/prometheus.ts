@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { freePort } from '../../helpers/process.js';
+import { freePort } from '../../helpers/process.ts';
 
 export interface PrometheusServer {
   url: string;

@@ -369,10 +369,13 @@ export function metricName(s: { name: string; matchers: Matcher[] }): string {
 
 class Parser {
   private i = 0;
-  constructor(
-    private readonly tokens: Token[],
-    private readonly input: string,
-  ) {}
+  private readonly tokens: Token[];
+  private readonly input: string;
+
+  constructor(tokens: Token[], input: string) {
+    this.tokens = tokens;
+    this.input = input;
+  }
 
   private peek(offset = 0): Token {
     return this.tokens[Math.min(this.i + offset, this.tokens.length - 1)] as Token;

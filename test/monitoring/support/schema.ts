@@ -1,8 +1,8 @@
 // What a query may select: the series the app exports (from a scrape), the series Prometheus adds per
 // target, and the outputs of the recording rules (their labels inferred from their expressions).
-import type { Exposition } from './exposition.js';
-import { analyze, parsePromQL, type Schema } from './promql.js';
-import type { Rule } from './queries.js';
+import type { Exposition } from './exposition.ts';
+import { analyze, parsePromQL, type Schema } from './promql.ts';
+import type { Rule } from './queries.ts';
 
 /** Labels Prometheus attaches to every scraped series (compose's static config; the k8s ServiceMonitor adds more). */
 export const TARGET_LABELS = ['job', 'instance'] as const;

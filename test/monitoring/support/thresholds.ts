@@ -3,8 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { constantValue, parsePromQL } from './promql.js';
-import { alertRules, ROOT } from './queries.js';
+import { constantValue, parsePromQL } from './promql.ts';
+import { alertRules, ROOT } from './queries.ts';
 
 /** Kubernetes memory quantity ("256Mi", "1G", "512000000") in bytes. */
 export function memoryBytes(quantity: string): number {

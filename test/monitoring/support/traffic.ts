@@ -5,8 +5,8 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { expect } from 'vitest';
-import { buildTestApp, type TestApp } from '../../helpers/app.js';
-import { createKey, signToken } from '../../helpers/auth.js';
+import { buildTestApp, type TestApp } from '../../helpers/app.ts';
+import { createKey, signToken } from '../../helpers/auth.ts';
 
 /** Small enough to exceed on purpose, large enough for the ordinary traffic of one credential. */
 export const RATE_LIMIT = 40;
