@@ -1,13 +1,15 @@
-// `npm run bench`: the built service against a bare Fastify control, scenario by scenario (issues 8 and 4).
+// `npm run bench`: the service against a bare Fastify control, scenario by scenario (issues 8, 4 and 14).
 //
-// Everything runs on this machine: the service (dist/server.js, NODE_ENV=production, info JSON logs to a
-// file) on real Postgres and Redis, the control in its own process, autocannon in this one. Servers are
-// loaded in turn, A B A B, because two cores shared with Postgres and Redis make single runs noisy.
+// Everything runs on this machine: the service (`node src/main.ts` on this Node, NODE_ENV=production,
+// info JSON logs to a file) on real Postgres and Redis, the control in its own process, autocannon in
+// this one; with --baseline, also an older build on the system's Node 20 beside it. Servers are loaded
+// in turn, A B A B, because two cores shared with Postgres and Redis make single runs noisy.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { type BaselineBuild, prepareBaseline } from './lib/baseline.ts';
 import { Cleanup } from './lib/cleanup.ts';
 import { createBenchEnv, fillKeys, unfillKeys, usedMemory } from './lib/environment.ts';
 import { createFixtures, type Fixtures } from './lib/fixtures.ts';
@@ -22,17 +24,21 @@ import type {
   LimiterKeyState,
   RateLimitedResult,
   ScenarioResult,
+  ServerKind,
+  StartSamples,
   StartupResult,
 } from './lib/results.ts';
 import { type RunnerContext, runScenario, type Scenario, waitForQuiet } from './lib/runner.ts';
 import { REPO_ROOT, sleep } from './lib/server-process.ts';
 import { Servers } from './lib/servers.ts';
+import { compileCacheFiles } from './lib/snapshot.ts';
 import { max, median } from './lib/stats.ts';
 import { evaluateTargets } from './lib/targets.ts';
 
 const SCENARIOS = {
   health: 'GET /health, public: no auth, no rate limit, no cache',
-  'item-jwt': 'hot path: GET /v1/items/:id with a JWT (auth, Redis limiter, cache hit, metrics, access log)',
+  'item-jwt':
+    'hot path: GET /v1/items/:id with a JWT (auth, Redis limiter, cache hit, metrics, access log); --baseline joins it',
   'half-load': 'hot path at 50% of its saturated req/s: p99 (autocannon overallRate, and evenly paced)',
   'item-apikey': 'GET /v1/items/:id with an API key (cache hit)',
   'item-uncached': 'GET /v1/items/:id with a JWT and Cache-Control: no-cache (Postgres, cache refill)',
@@ -53,11 +59,16 @@ const HELP = `usage: npm run bench -- [options]
   --rounds <n>        A B rounds per scenario (default 3)
   --connections <n>   autocannon connections (default 100)
   --scenarios <list>  comma-separated subset (default: all); --list shows them
-  --starts <n>        cold starts measured for start-to-ready (default 7; 0 skips)
+  --starts <n>        production starts measured for start-to-ready, after one unmeasured start
+                      that warms the compile cache (default 7; 0 skips)
   --fill-keys <n>     keys written for the keyspace scenario (default 1000000)
   --patience <s>      total seconds spent waiting for a quiet machine and repeating runs that
                       something outside the bench contended (default 180; 0 never waits)
-  --max-minutes <n>   hard deadline: clean up and exit 1 past it (default 20)
+  --baseline <ref>    also run that git ref's build (e.g. 6f27b15, the last Node 20 one) on the
+                      system Node, beside this tree: hot path, start-up and RSS (default off)
+  --baseline-node <p> the Node.js that installs, builds and runs the baseline (default /usr/bin/node;
+                      npm is the one next to it)
+  --max-minutes <n>   hard deadline: clean up and exit 1 past it (default 20; 30 with --baseline)
   --out <dir>         where results go (default bench/results)
   --render <json>     only re-render <json>'s markdown (targets re-judged) next to it, then exit
 `;
@@ -72,7 +83,9 @@ function readOptions() {
       scenarios: { type: 'string' },
       starts: { type: 'string', default: '7' },
       'fill-keys': { type: 'string', default: '1000000' },
-      'max-minutes': { type: 'string', default: '20' },
+      baseline: { type: 'string' },
+      'baseline-node': { type: 'string', default: '/usr/bin/node' },
+      'max-minutes': { type: 'string' },
       patience: { type: 'string', default: '180' },
       out: { type: 'string', default: join(REPO_ROOT, 'bench/results') },
       list: { type: 'boolean', default: false },
@@ -111,7 +124,9 @@ function readOptions() {
     scenarios: new Set(scenarios as ScenarioId[]),
     starts: Math.round(positive('starts', values.starts, true)),
     fillKeys: Math.round(positive('fill-keys', values['fill-keys'])),
-    maxMinutes: positive('max-minutes', values['max-minutes']),
+    baseline: values.baseline,
+    baselineNode: values['baseline-node'],
+    maxMinutes: positive('max-minutes', values['max-minutes'] ?? (values.baseline ? '30' : '20')),
     patienceS: positive('patience', values.patience, true),
     outDir: values.out,
     render: values.render,
@@ -121,32 +136,72 @@ type Options = ReturnType<typeof readOptions>;
 
 const log = (message: string) => process.stderr.write(`${message}\n`);
 
-/** Cold starts of the compiled service, each stopped again: spawn to /ready 200, and its own startupMs. */
-async function measureStartup(servers: Servers, count: number): Promise<StartupResult> {
-  const compileCache: string[] = [];
-  const result: StartupResult = { wallMs: [], startupMs: [], compileCache };
+/** One start of `kind` measured and stopped again: main-thread CPU and wall time to the first /ready 200. */
+async function measuredStart(ctx: RunnerContext, kind: Exclude<ServerKind, 'control'>, logName: string) {
+  const s = await ctx.servers.startService(kind, { logName });
+  const ready = await s.readyLine();
+  await s.stop(); // a graceful exit: that is when Node writes the compile cache
+  s.removeLog();
+  return { cpuMs: s.readyMainThreadCpuMs, wallMs: s.readyWallMs, ready };
+}
+
+/**
+ * Production starts (NODE_ENV=production, real Postgres and Redis, docs off, MIGRATE_ON_START=false,
+ * migrated before), each a new process stopped again. One unmeasured start first fills the run's
+ * private compile cache, as the image does at build time. With --baseline its starts alternate with
+ * these (its V8 code cache is a build artifact; it gets the same unmeasured start).
+ */
+async function measureStartup(ctx: RunnerContext, count: number, baseline: boolean): Promise<StartupResult> {
+  const warm = await measuredStart(ctx, 'service', 'start-warm');
+  const cacheDir = ctx.env.source.compileCacheDir;
+  const result: StartupResult = {
+    mainThreadCpuMs: [],
+    wallMs: [],
+    startupMs: [],
+    compileCacheDir: warm.ready?.compileCacheDir ?? undefined,
+    compileCacheFiles: compileCacheFiles(cacheDir),
+  };
+  log(
+    `  warm-up start: ${warm.cpuMs.toFixed(0)} ms main-thread CPU, ${warm.wallMs.toFixed(0)} ms wall; ` +
+      `compile cache ${result.compileCacheDir ?? 'off'}: ${result.compileCacheFiles} files`,
+  );
+  const kinds: ('service' | 'baseline')[] = ['service'];
+  if (baseline) {
+    await measuredStart(ctx, 'baseline', 'start-baseline-warm');
+    result.baseline = { mainThreadCpuMs: [], wallMs: [], startupMs: [], compileCache: [] };
+    kinds.push('baseline');
+  }
   for (let i = 0; i < count; i++) {
-    const s = await servers.startService('service', { logName: `start-${i}` });
-    result.wallMs.push(s.readyWallMs);
-    const ready = await s.readyLine();
-    result.startupMs.push(ready?.startupMs ?? Number.NaN);
-    compileCache.push(ready?.compileCache ?? 'unknown');
-    await s.stop();
-    s.removeLog();
-    log(
-      `  start ${i + 1}: ${s.readyWallMs.toFixed(0)} ms to /ready 200, startupMs ${result.startupMs.at(-1)}, ` +
-        `code cache ${compileCache.at(-1)}`,
-    );
+    for (const kind of kinds) {
+      await waitForQuiet(ctx);
+      const m = await measuredStart(ctx, kind, `start-${kind}-${i}`);
+      const samples: StartSamples = kind === 'service' ? result : (result.baseline as StartSamples);
+      samples.mainThreadCpuMs.push(m.cpuMs);
+      samples.wallMs.push(m.wallMs);
+      samples.startupMs.push(m.ready?.startupMs ?? Number.NaN);
+      if (kind === 'baseline') result.baseline?.compileCache.push(m.ready?.compileCache ?? 'unknown');
+      log(
+        `  start ${i + 1} ${kind.padEnd(8)}: ${m.cpuMs.toFixed(0)} ms main-thread CPU, ${m.wallMs.toFixed(0)} ms wall ` +
+          `to /ready 200, startupMs ${m.ready?.startupMs ?? '?'}` +
+          (kind === 'baseline' ? `, code cache ${m.ready?.compileCache ?? '?'}` : ''),
+      );
+    }
   }
   // Also with MIGRATE_ON_START=true (nothing pending): what a single-replica deployment pays.
-  const s = await servers.startService('service', {
+  const s = await ctx.servers.startService('service', {
     overrides: { MIGRATE_ON_START: 'true' },
     logName: 'start-migrate',
   });
-  result.withMigrateOnStart = { wallMs: s.readyWallMs, startupMs: (await s.readyLine())?.startupMs };
+  result.withMigrateOnStart = {
+    wallMs: s.readyWallMs,
+    mainThreadCpuMs: s.readyMainThreadCpuMs,
+    startupMs: (await s.readyLine())?.startupMs,
+  };
   await s.stop();
   s.removeLog();
-  log(`  start with MIGRATE_ON_START=true: ${s.readyWallMs.toFixed(0)} ms`);
+  log(
+    `  start with MIGRATE_ON_START=true: ${s.readyMainThreadCpuMs.toFixed(0)} ms main-thread CPU, ${s.readyWallMs.toFixed(0)} ms wall`,
+  );
   return result;
 }
 
@@ -427,6 +482,7 @@ async function main(opts: Options, cleanup: Cleanup) {
       starts: opts.starts,
       fillKeys: opts.fillKeys,
       patienceS: opts.patienceS,
+      baseline: opts.baseline,
     },
     scenarios: [],
     limiterState: [],
@@ -440,10 +496,18 @@ async function main(opts: Options, cleanup: Cleanup) {
       `The 1-minute load average was ${report.machine.loadAvgAtStart[0]} at start: something else was running.`,
     );
 
+  // Before anything is measured: installing and building it keeps both cores busy for minutes.
+  let baseline: BaselineBuild | undefined;
+  if (opts.baseline) {
+    baseline = await prepareBaseline(opts.baseline, opts.baselineNode, cleanup, log);
+    const { ref, commit, nodeVersion, prepareSeconds } = baseline;
+    report.baseline = { ref, commit, node: nodeVersion, prepareSeconds: Math.round(prepareSeconds) };
+  }
+
   log(`bench: creating database and credentials (Redis prefix bench:${process.pid}:)`);
   const env = await createBenchEnv(cleanup, { jwtExpiresIn: `${Math.ceil(opts.maxMinutes) + 30}m` });
-  report.git.distBuiltAt = env.build.builtAt;
-  const servers = new Servers(env, cleanup);
+  report.git.snapshotAt = env.source.takenAt;
+  const servers = new Servers(env, cleanup, baseline);
   const ctx: RunnerContext = {
     env,
     servers,
@@ -454,15 +518,29 @@ async function main(opts: Options, cleanup: Cleanup) {
   };
 
   if (opts.starts > 0) {
-    log('\n[start-up] cold starts of dist/server.js (MIGRATE_ON_START=false)');
-    report.startup = await measureStartup(servers, opts.starts);
+    log(
+      `\n[start-up] production starts of src/main.ts${baseline ? ' and of the baseline' : ''} (MIGRATE_ON_START=false)`,
+    );
+    report.startup = await measureStartup(ctx, opts.starts, baseline !== undefined);
+    const st = report.startup;
+    // Node reports a subfolder per Node version and V8 flags.
+    if (!st.compileCacheDir?.startsWith(env.source.compileCacheDir) || st.compileCacheFiles === 0)
+      report.dataQuality.push(
+        `The compile cache was not warm: the ready line reported ${st.compileCacheDir ?? 'none'}, ` +
+          `${st.compileCacheFiles} files in ${env.source.compileCacheDir} after the warm-up start.`,
+      );
   }
 
   const service = await servers.get('service');
+  const baselineServer = baseline ? await servers.get('baseline') : undefined;
   await sleep(3000); // let start-up garbage settle before calling it idle
-  const idleAfterStart = (service.rss() ?? Number.NaN) / 2 ** 20;
-  report.idleRssMB = { afterStart: idleAfterStart };
-  log(`\nidle RSS after start: ${idleAfterStart.toFixed(1)} MB`);
+  const rssMB = (s: { rss(): number | undefined }) => (s.rss() ?? Number.NaN) / 2 ** 20;
+  report.idleRssMB = { afterStart: rssMB(service) };
+  if (baselineServer) report.idleRssMB.baseline = { afterStart: rssMB(baselineServer) };
+  log(
+    `\nidle RSS after start: ${report.idleRssMB.afterStart.toFixed(1)} MB` +
+      (baselineServer ? ` (baseline ${report.idleRssMB.baseline?.afterStart.toFixed(1)} MB)` : ''),
+  );
 
   const fx = await createFixtures(service.baseUrl, env);
   servers.setControlRoutes(fx.controlRoutes);
@@ -487,7 +565,8 @@ async function main(opts: Options, cleanup: Cleanup) {
   if (want('health')) report.scenarios.push(await runScenario(ctx, scenario('health', rq.health)));
   let hotPath: ScenarioResult | undefined;
   if (want('item-jwt')) {
-    hotPath = await runScenario(ctx, scenario('item-jwt', rq.itemJwt, { cache: 'HIT' }));
+    const targets: ServerKind[] = baseline ? ['service', 'baseline', 'control'] : ['service', 'control'];
+    hotPath = await runScenario(ctx, scenario('item-jwt', rq.itemJwt, { cache: 'HIT', targets }));
     report.scenarios.push(hotPath);
   }
   if (want('half-load'))
@@ -542,8 +621,13 @@ async function main(opts: Options, cleanup: Cleanup) {
   if (want('rate-limited')) report.rateLimited = await runRateLimited(ctx, me, report.limiterState);
 
   await sleep(5000);
-  report.idleRssMB.afterLoad = (service.rss() ?? Number.NaN) / 2 ** 20;
-  log(`\nidle RSS after load: ${report.idleRssMB.afterLoad.toFixed(1)} MB`);
+  report.idleRssMB.afterLoad = rssMB(service);
+  if (baselineServer && report.idleRssMB.baseline)
+    report.idleRssMB.baseline.afterLoad = rssMB(baselineServer);
+  log(
+    `\nidle RSS after load: ${report.idleRssMB.afterLoad.toFixed(1)} MB` +
+      (baselineServer ? ` (baseline ${report.idleRssMB.baseline?.afterLoad?.toFixed(1)} MB)` : ''),
+  );
   await servers.stopAll();
 
   for (const s of allScenarios(report)) report.problems.push(...s.problems);

@@ -1,6 +1,6 @@
 // The control: bare Fastify 5 (logger off, no plugins) answering the service's paths with its captured bodies.
 //
-// Run by the bench as `node --import tsx bench/control-server.ts <routes.json>` with PORT set. Each
+// Run by the bench as `node bench/control-server.ts <routes.json>` with PORT set. Each
 // route answers the exact bytes the real service answered, so the two differ only in the work done.
 import { readFileSync } from 'node:fs';
 import Fastify from 'fastify';

@@ -1,4 +1,4 @@
-// `npx tsx bench/profile.ts`: the service under --cpu-prof while autocannon saturates one route; top self time.
+// `npx node bench/profile.ts`: the service under --cpu-prof while autocannon saturates one route; top self time.
 //
 // For finding where the hot path's CPU goes. The profile itself (.cpuprofile, open it in Chrome DevTools
 // or speedscope for a flame graph) stays in the temp directory printed at the end; the summary is written
@@ -26,7 +26,7 @@ const ROUTES: Record<string, keyof Fixtures['requests']> = {
   create: 'create',
 };
 
-const HELP = `usage: npx tsx bench/profile.ts [options]
+const HELP = `usage: npx node bench/profile.ts [options]
 
   --scenario <id>     ${Object.keys(ROUTES).join(' | ')} (default item-jwt: the hot path)
   --seconds <n>       profiled load (default 15, after a 5 s warm-up)
@@ -50,7 +50,7 @@ function ownerOf(url: string): string {
   if (url.startsWith('node:')) return 'node core';
   const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (m) return m[1] as string;
-  const d = /\/dist\/(.+)$/.exec(url);
+  const d = /\/src\/(.+)$/.exec(url);
   if (d) return `service: ${d[1]}`;
   return url;
 }
@@ -75,7 +75,7 @@ export function summarize(profile: CpuProfile, top: number) {
       continue;
     }
     total += us;
-    const shortUrl = url.replace(/^file:\/\/.*?\/(node_modules|dist)\//, '$1/');
+    const shortUrl = url.replace(/^file:\/\/.*?\/(node_modules|src)\//, '$1/');
     const key = `${functionName || '(anonymous)'} ${shortUrl ? `${shortUrl}:${lineNumber + 1}` : ''}`.trim();
     fn.set(key, (fn.get(key) ?? 0) + us);
     const owner = functionName.startsWith('(') ? functionName : ownerOf(url);

@@ -1,8 +1,6 @@
 import type { AddressInfo } from 'node:net';
-import { Registry } from 'prom-client';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { batchedCounter } from '../src/lib/batched-counter.ts';
 import { startMetricsServer } from '../src/plugins/metrics.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
 
@@ -135,31 +133,5 @@ describe('metrics on a separate port', () => {
     } finally {
       await t.close();
     }
-  });
-});
-
-describe('batchedCounter', () => {
-  it('when children count between scrapes, then each scrape shows the running totals, as a Counter would', async () => {
-    const registry = new Registry();
-    const c = batchedCounter({
-      name: 't_total',
-      help: 'h',
-      labelNames: ['a'] as const,
-      registers: [registry],
-    });
-    const x = c.child({ a: 'x' });
-    const y = c.child({ a: 'y' });
-    for (let i = 0; i < 3; i++) x.inc();
-    let text = await registry.metrics();
-    expect(text).toContain('t_total{a="x"} 3');
-    expect(text).not.toContain('a="y"'); // no event yet: no series, like prom-client's labels()
-    x.inc();
-    y.inc();
-    c.counter.labels('z').inc(2); // per-event label values go through the Counter itself
-    text = await registry.metrics();
-    expect(text).toContain('t_total{a="x"} 4');
-    expect(text).toContain('t_total{a="y"} 1');
-    expect(text).toContain('t_total{a="z"} 2');
-    expect(text).toContain('# TYPE t_total counter');
   });
 });

@@ -6,7 +6,7 @@ import pg from 'pg';
 import { CONFIG_KEYS, SECRET_KEYS } from '../../src/config.ts';
 import type { Cleanup } from './cleanup.ts';
 import { REPO_ROOT } from './server-process.ts';
-import { type BuildSnapshot, snapshotBuild } from './snapshot.ts';
+import { type SourceSnapshot, snapshotSource } from './snapshot.ts';
 
 /** Where the admin connections go; overridable for another machine, never pointed off-host by default. */
 export const PG_ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -29,8 +29,8 @@ export interface ServerEnvOptions {
 }
 
 export interface BenchEnv {
-  /** The private copy of the build every server and CLI runs from. */
-  build: BuildSnapshot;
+  /** The private copy of the source every server and CLI of this tree runs from. */
+  source: SourceSnapshot;
   databaseName: string;
   databaseUrl: string;
   /** Every key this run writes starts with this; deleted at the end. */
@@ -46,7 +46,7 @@ export interface BenchEnv {
 
 /**
  * The inherited environment minus everything the service reads (a developer's shell or .env must not
- * leak into a measurement) and minus NODE_OPTIONS (tsx's loader must not ride along into dist/).
+ * leak into a measurement) and minus NODE_OPTIONS (a developer's flags must not ride along).
  */
 function baseEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
@@ -83,7 +83,7 @@ export async function deletePrefix(redis: Redis, prefix: string): Promise<number
 }
 
 export async function createBenchEnv(cleanup: Cleanup, options: { jwtExpiresIn: string }): Promise<BenchEnv> {
-  const build = snapshotBuild(cleanup);
+  const source = snapshotSource(cleanup);
   const id = `${process.pid}_${randomBytes(3).toString('hex')}`;
   const databaseName = `bench_${id}`;
   const redisRoot = `bench:${process.pid}:`;
@@ -139,17 +139,18 @@ export async function createBenchEnv(cleanup: Cleanup, options: { jwtExpiresIn: 
     ...o.extra,
   });
 
-  // Schema once, from the compiled CLI, so server start-up is measured without migrations.
+  // Schema once, from the CLI, so server start-up is measured without migrations. The --baseline build
+  // shares this database: its migrations/ are the same set.
   const cliEnv = serverEnv({ port: 0, name: 'cli' });
-  await runNode(['dist/cli/migrate.js', 'up'], cliEnv, build.root);
+  await runNode(['src/cli/migrate.ts', 'up'], cliEnv, source.root);
   const apiKey = await runNode(
-    ['dist/cli/auth.js', 'create-api-key', '--name', 'bench', '--scopes', 'items:read,items:write'],
+    ['src/cli/auth.ts', 'create-api-key', '--name', 'bench', '--scopes', 'items:read,items:write'],
     cliEnv,
-    build.root,
+    source.root,
   );
   const jwt = await runNode(
     [
-      'dist/cli/auth.js',
+      'src/cli/auth.ts',
       'generate-jwt-token',
       '--sub',
       'bench',
@@ -159,13 +160,13 @@ export async function createBenchEnv(cleanup: Cleanup, options: { jwtExpiresIn: 
       options.jwtExpiresIn,
     ],
     cliEnv,
-    build.root,
+    source.root,
   );
   if (!/^sk_[0-9a-f]{16}_/.test(apiKey)) throw new Error(`unexpected API key output: ${apiKey.slice(0, 20)}`);
   if (jwt.split('.').length !== 3) throw new Error('unexpected JWT output');
 
   return {
-    build,
+    source,
     databaseName,
     databaseUrl,
     redisRoot,

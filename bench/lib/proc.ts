@@ -39,6 +39,19 @@ export function cpuMs(pid: number): number | undefined {
   }
 }
 
+/**
+ * CPU time of the process's main thread alone (the JavaScript thread: no GC helpers, no libuv pool),
+ * in milliseconds, from the first field of /proc/<pid>/task/<pid>/schedstat (nanoseconds on CPU).
+ */
+export function mainThreadCpuMs(pid: number): number | undefined {
+  try {
+    const first = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ', 1)[0];
+    return Number(first) / 1e6;
+  } catch {
+    return undefined;
+  }
+}
+
 export interface MachineCpu {
   busy: number;
   total: number;

@@ -88,8 +88,13 @@ export function renderReport(r: BenchReport): string {
   const o: string[] = [];
   o.push(`# Benchmark ${r.startedAt}`);
   o.push('');
+  const b = r.baseline;
   o.push(
-    `Commit ${r.git.commit}${r.git.srcDirty ? ' (src/ has uncommitted changes)' : ''}, dist/ built ${r.git.distBuiltAt ?? '?'}; ${r.machine.cpus} × ${r.machine.cpuModel}, ` +
+    `Commit ${r.git.commit}${r.git.srcDirty ? ' (src/ has uncommitted changes)' : ''}, src/ copied ${r.git.snapshotAt ?? '?'}; ` +
+      (b
+        ? `baseline ${b.ref} (${b.commit}) built and run on Node ${b.node.replace(/^v/, '')} (prepared in ${b.prepareSeconds} s); `
+        : '') +
+      `${r.machine.cpus} × ${r.machine.cpuModel}, ` +
       `${r.machine.memoryGB} GB, Node ${r.machine.node}; load average at start ${r.machine.loadAvgAtStart.join(' ')}. ` +
       `Runs: ${r.options.rounds} rounds × (${r.options.warmupS} s warm-up + ${r.options.durationS} s measured), ` +
       `${r.options.connections} connections, servers alternated within each round. Medians over rounds; ` +
@@ -110,18 +115,30 @@ export function renderReport(r: BenchReport): string {
     o.push('');
   }
 
-  o.push('## Targets (issue 8)');
-  o.push('');
-  o.push(
+  const verdictTable = (rows: typeof r.targets) =>
     table(
       ['target', 'measured', 'verdict'],
-      r.targets.map((t) => [t.target, t.measured, verdict(t.met)]),
-    ),
-  );
+      rows.map((t) => [t.target, t.measured, verdict(t.met)]),
+    );
+  o.push('## Targets (issue 14)');
   o.push('');
+  o.push(verdictTable(r.targets.filter((t) => t.kind !== 'check')));
+  o.push('');
+  const checks = r.targets.filter((t) => t.kind === 'check');
+  if (checks.length > 0) {
+    o.push('### Other checks (issue 8)');
+    o.push('');
+    o.push(verdictTable(checks));
+    o.push('');
+  }
+
+  const comparison = baselineComparison(r);
+  if (comparison) o.push(comparison);
 
   if (r.scenarios.length > 0) {
-    o.push('## Scenarios: service vs bare Fastify');
+    o.push(
+      `## Scenarios: service${r.baseline ? ' (and the Node 20 baseline on the hot path)' : ''} vs bare Fastify`,
+    );
     o.push('');
     o.push(table(SCENARIO_HEADER, scenarioRows(r.scenarios)));
     o.push('');
@@ -167,8 +184,8 @@ export function renderReport(r: BenchReport): string {
     o.push(
       'From the service itself, between runs: access-log lines and warn/error lines in its log file, ' +
         '`cache_requests_total` and `rate_limit_decisions_total` deltas from /metrics, and EVALSHA time from Redis ' +
-        '`INFO commandstats` (server-side, per limiter decision: one script call decides every request that ' +
-        "reached the limiter in one event-loop turn; shown when this server's limiter used Redis). CPU percentages are of " +
+        '`INFO commandstats` (server-side, per limiter decision; *decisions per script call* is 1 when every decision ' +
+        "is its own call, more when a build batches them; shown when this server's limiter used Redis). CPU percentages are of " +
         `one core (the machine has ${r.machine.cpus}); *outside* is what neither the bench nor Postgres/Redis used ` +
         '(another test suite, a build). A run during which that exceeded 30% was repeated (up to twice), after ' +
         'waiting for a quiet machine.',
@@ -331,33 +348,61 @@ export function renderReport(r: BenchReport): string {
 
   if (r.startup) {
     const st = r.startup;
+    const samples = (xs: number[] | undefined) => xs?.map((x) => num(x)).join(', ') ?? '';
     o.push('## Start-up and idle memory');
     o.push('');
     o.push(
-      table(
-        ['measure', 'median', 'samples'],
-        [
-          ['spawn to first /ready 200 (ms)', num(median(st.wallMs)), st.wallMs.map((x) => num(x)).join(', ')],
-          [
-            "server's own startupMs (process start to listening)",
-            num(median(st.startupMs)),
-            st.startupMs.map((x) => num(x)).join(', '),
-          ],
-          [
-            "the build's V8 code cache (dist/server.bundle.cache)",
-            '',
-            st.compileCache?.join(', ') ?? 'not recorded',
-          ],
-          [
-            'spawn to /ready 200 with MIGRATE_ON_START=true, nothing pending (ms)',
-            num(st.withMigrateOnStart?.wallMs),
-            `startupMs ${num(st.withMigrateOnStart?.startupMs)}`,
-          ],
-          ['idle RSS 3 s after start (MB)', num(r.idleRssMB?.afterStart, 1), ''],
-          ['idle RSS 5 s after the last load (MB)', num(r.idleRssMB?.afterLoad, 1), ''],
-        ],
-      ),
+      'Production starts (NODE_ENV=production, real Postgres and Redis, docs off, MIGRATE_ON_START=false on a ' +
+        "migrated database), each a new process stopped again. This tree's servers share a compile cache private " +
+        'to the run (NODE_COMPILE_CACHE), filled by one unmeasured start first. *Main-thread CPU* is ' +
+        '`/proc/<pid>/task/<pid>/schedstat` read when `/ready` first answered 200.',
     );
+    o.push('');
+    const rows: (string | number)[][] = [
+      [
+        'main-thread CPU, start to first /ready 200 (ms)',
+        num(median(st.mainThreadCpuMs ?? [])),
+        samples(st.mainThreadCpuMs),
+      ],
+      ['wall time, spawn to first /ready 200 (ms)', num(median(st.wallMs)), samples(st.wallMs)],
+      [
+        "server's own startupMs (process start to listening)",
+        num(median(st.startupMs)),
+        samples(st.startupMs),
+      ],
+      [
+        'compile cache (ready line) and its files after the warm-up start',
+        '',
+        st.compileCacheDir ? `\`${st.compileCacheDir}\`, ${num(st.compileCacheFiles)} files` : 'not recorded',
+      ],
+    ];
+    if (st.baseline)
+      rows.push(
+        [
+          'Node 20 baseline: main-thread CPU (ms)',
+          num(median(st.baseline.mainThreadCpuMs)),
+          samples(st.baseline.mainThreadCpuMs),
+        ],
+        ['Node 20 baseline: wall time (ms)', num(median(st.baseline.wallMs)), samples(st.baseline.wallMs)],
+        ['Node 20 baseline: startupMs', num(median(st.baseline.startupMs)), samples(st.baseline.startupMs)],
+        ['Node 20 baseline: its V8 code cache', '', st.baseline.compileCache.join(', ')],
+      );
+    rows.push(
+      [
+        'with MIGRATE_ON_START=true, nothing pending: main-thread CPU / wall (ms)',
+        `${num(st.withMigrateOnStart?.mainThreadCpuMs)} / ${num(st.withMigrateOnStart?.wallMs)}`,
+        `startupMs ${num(st.withMigrateOnStart?.startupMs)}`,
+      ],
+      ['idle RSS 3 s after start (MB)', num(r.idleRssMB?.afterStart, 1), ''],
+      ['idle RSS 5 s after the last load (MB)', num(r.idleRssMB?.afterLoad, 1), ''],
+    );
+    if (r.idleRssMB?.baseline)
+      rows.push([
+        'Node 20 baseline: idle RSS after start / after load (MB)',
+        num(r.idleRssMB.baseline.afterStart, 1),
+        num(r.idleRssMB.baseline.afterLoad, 1),
+      ]);
+    o.push(table(['measure', 'median', 'samples'], rows));
     o.push('');
   }
 
@@ -374,4 +419,65 @@ export function renderReport(r: BenchReport): string {
   for (const n of r.notes) o.push(`- ${n}`);
   o.push('');
   return o.join('\n');
+}
+
+/** Issue 14's side-by-side: this tree on its Node against the --baseline build on Node 20, and the control. */
+function baselineComparison(r: BenchReport): string | undefined {
+  const b = r.baseline;
+  if (!b) return undefined;
+  const hot = r.scenarios.find((s) => s.id === 'item-jwt');
+  const of = (kind: string) => hot?.targets.find((t) => t.server === kind);
+  const svc = of('service');
+  const base = of('baseline');
+  const ctl = of('control');
+  const ratio = (t: TargetSummary | undefined) => (t && ctl ? num(t.reqPerSec / ctl.reqPerSec, 3) : '—');
+  const cpuRatio = (t: TargetSummary | undefined) =>
+    t && ctl ? num(ctl.cpuUsPerReq / t.cpuUsPerReq, 3) : '—';
+  const st = r.startup;
+  const rows: (string | number)[][] = [
+    ['hot path req/s (item-jwt, median)', num(svc?.reqPerSec), num(base?.reqPerSec), num(ctl?.reqPerSec)],
+    ['hot path ratio to bare Fastify', ratio(svc), ratio(base), '1'],
+    ['hot path CPU µs/req', num(svc?.cpuUsPerReq), num(base?.cpuUsPerReq), num(ctl?.cpuUsPerReq)],
+    ['hot path CPU ratio (control µs ÷ server µs)', cpuRatio(svc), cpuRatio(base), '1'],
+    ['hot path p99 ms', num(svc?.p99Ms), num(base?.p99Ms), num(ctl?.p99Ms)],
+    ['RSS max under load, 100 connections (MB)', num(svc?.rssMaxMB, 1), num(base?.rssMaxMB, 1), '—'],
+    [
+      'start to ready, main-thread CPU (ms, median)',
+      num(median(st?.mainThreadCpuMs ?? [])),
+      num(median(st?.baseline?.mainThreadCpuMs ?? [])),
+      '—',
+    ],
+    [
+      'start to ready, wall (ms, median)',
+      num(median(st?.wallMs ?? [])),
+      num(median(st?.baseline?.wallMs ?? [])),
+      '—',
+    ],
+    [
+      'idle RSS 3 s after start (MB)',
+      num(r.idleRssMB?.afterStart, 1),
+      num(r.idleRssMB?.baseline?.afterStart, 1),
+      '—',
+    ],
+    [
+      'idle RSS after the load (MB)',
+      num(r.idleRssMB?.afterLoad, 1),
+      num(r.idleRssMB?.baseline?.afterLoad, 1),
+      '—',
+    ],
+  ];
+  return [
+    `## Node ${r.machine.node.replace(/^v/, '')} (this tree) vs Node ${b.node.replace(/^v/, '')} (${b.ref}) vs bare Fastify`,
+    '',
+    table(
+      ['measure', `this tree, \`node src/main.ts\``, `${b.commit}, \`node dist/server.js\``, 'bare Fastify'],
+      rows,
+    ),
+    '',
+    `The baseline is ${b.ref} checked out in a temporary worktree, installed and built (\`npm ci && npm run build\`: ` +
+      'one bundle with its own V8 code cache) with the system Node, and run on it against the same database with ' +
+      'its own Redis prefix; it joins the hot-path rounds (A B C, alternated), the start-up samples (alternated ' +
+      "with this tree's) and the idle RSS readings.",
+    '',
+  ].join('\n');
 }

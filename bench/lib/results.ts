@@ -4,13 +4,14 @@ import type { PacedResult } from './paced-load.ts';
 import type { RuntimeStats } from './prometheus.ts';
 
 /** Which server a run loaded. */
-export type ServerKind = 'service' | 'memory' | 'nolimit' | 'limited' | 'control';
+export type ServerKind = 'service' | 'memory' | 'nolimit' | 'limited' | 'baseline' | 'control';
 
 export const SERVER_LABELS: Record<ServerKind, string> = {
   service: 'service (Redis limiter)',
   memory: 'service, limiter on memory (no REDIS_URL)',
   nolimit: 'service, RATE_LIMIT_ENABLED=false',
   limited: 'service, 100 req/min limit',
+  baseline: 'the Node 20 build of --baseline <ref>',
   control: 'bare Fastify control',
 };
 
@@ -29,7 +30,7 @@ export interface ServiceProbe {
   /** rate_limit_decisions_total deltas, "backend/result" -> count. */
   limiter: Record<string, number>;
   /** Redis EVALSHA (the limiter's Lua) calls during the run (all clients), server-side µs per limiter
-   * decision (one call decides a batch), and decisions per call. */
+   * decision, and decisions per call (1 when each decision is its own call; more when a build batches them). */
   redisEvalshaCalls: number;
   redisUsPerDecision: number;
   decisionsPerEvalsha: number;
@@ -172,30 +173,48 @@ export interface RateLimitedResult {
   elapsedS: number;
 }
 
-export interface StartupResult {
+/** Production starts of one server (NODE_ENV=production, real Postgres and Redis, docs off), each stopped again. */
+export interface StartSamples {
+  /** Main-thread CPU (/proc/<pid>/task/<pid>/schedstat) when /ready first answered 200, ms. */
+  mainThreadCpuMs: number[];
   /** spawn() to the first 200 from /ready, ms. */
   wallMs: number[];
   /** The server's own `startupMs` (process start to listening, module loading included). */
   startupMs: number[];
-  /** Per start: did dist/server.js compile the bundle from the build's code cache (`used`)? */
-  compileCache?: string[];
-  withMigrateOnStart?: { wallMs: number; startupMs: number | undefined };
+}
+
+export interface StartupResult extends StartSamples {
+  /** NODE_COMPILE_CACHE of this tree's servers, as the ready line reported it, and its files after the warm-up start. */
+  compileCacheDir?: string;
+  compileCacheFiles?: number;
+  withMigrateOnStart?: { wallMs: number; mainThreadCpuMs?: number; startupMs: number | undefined };
+  /** The same starts of the --baseline build, alternated with these; `compileCache` from its ready lines. */
+  baseline?: StartSamples & { compileCache: string[] };
 }
 
 export interface TargetVerdict {
   target: string;
   measured: string;
   met: boolean | undefined;
+  /** 'target': issue 14's targets; 'check': issue 8's other checks, still judged. */
+  kind?: 'target' | 'check';
 }
 
 export interface BenchReport {
   startedAt: string;
   finishedAt: string;
   machine: { cpus: number; cpuModel: string; node: string; loadAvgAtStart: number[]; memoryGB: number };
-  git: { commit: string; srcDirty: boolean; distBuiltAt?: string };
+  /** srcDirty: src/ had uncommitted changes when the run copied it (snapshotAt). */
+  git: { commit: string; srcDirty: boolean; snapshotAt?: string };
+  /** The --baseline build that ran beside this tree's service, if any. */
+  baseline?: { ref: string; commit: string; node: string; prepareSeconds: number };
   options: Record<string, unknown>;
   startup?: StartupResult;
-  idleRssMB?: { afterStart: number; afterLoad?: number };
+  idleRssMB?: {
+    afterStart: number;
+    afterLoad?: number;
+    baseline?: { afterStart: number; afterLoad?: number };
+  };
   scenarios: ScenarioResult[];
   halfLoad?: HalfLoadResult;
   limiterState: LimiterKeyState[];

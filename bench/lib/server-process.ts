@@ -5,7 +5,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Cleanup } from './cleanup.ts';
-import { cpuMs, rssBytes } from './proc.ts';
+import { cpuMs, mainThreadCpuMs, rssBytes } from './proc.ts';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -42,8 +42,16 @@ export interface LogScan {
   samples: string[];
 }
 
+export interface ReadyLine {
+  startupMs?: number;
+  compileCacheDir?: string | null;
+  compileCache?: string;
+}
+
 export interface StartOptions {
   name: string;
+  /** The Node.js binary: the one running the bench unless said otherwise (the baseline's). */
+  node?: string;
   /** Arguments to `node` (script first, or flags then script). */
   args: string[];
   env: NodeJS.ProcessEnv;
@@ -53,7 +61,7 @@ export interface StartOptions {
   /** stdout (the JSON logs) is appended here; a file lets the bench count lines, /dev/null discards. */
   logPath: string;
   cleanup: Cleanup;
-  /** Working directory (the build snapshot for the service); the repository by default. */
+  /** Working directory (the source snapshot for the service); the repository by default. */
   cwd?: string;
   timeoutMs?: number;
 }
@@ -62,6 +70,8 @@ export class ServerProcess {
   readonly baseUrl: string;
   /** Wall-clock ms from spawn() to the first 200 from the ready path. */
   readyWallMs = Number.NaN;
+  /** CPU ms of the server's main thread when the ready path first answered 200 (start-up's own cost). */
+  readyMainThreadCpuMs = Number.NaN;
   private stderr = '';
   private exitCode: number | null | undefined;
   private readonly exited: Promise<void>;
@@ -103,7 +113,7 @@ export class ServerProcess {
   static async start(o: StartOptions): Promise<ServerProcess> {
     const logFd = openSync(o.logPath, 'a'); // O_APPEND: truncating from outside keeps writes at the new end
     const t0 = performance.now();
-    const child = spawn(process.execPath, o.args, {
+    const child = spawn(o.node ?? process.execPath, o.args, {
       cwd: o.cwd ?? REPO_ROOT,
       env: o.env,
       stdio: ['ignore', logFd, 'pipe'],
@@ -116,6 +126,7 @@ export class ServerProcess {
       if (server.exitCode !== undefined) break;
       if ((await probe(o.port, o.readyPath, 1000)) === 200) {
         server.readyWallMs = performance.now() - t0;
+        server.readyMainThreadCpuMs = mainThreadCpuMs(server.pid) ?? Number.NaN;
         return server;
       }
       await sleep(5);
@@ -135,13 +146,13 @@ export class ServerProcess {
     return cpuMs(this.pid);
   }
 
-  /** The server's `ready` log line: its own start-to-ready figure (ms since process start) and whether
-   * dist/server.js compiled the bundle from the build's code cache. */
-  async readyLine(): Promise<{ startupMs?: number; compileCache?: string } | undefined> {
+  /** The server's `ready` log line: its own start-to-listening figure (ms since process start) and where
+   * its compile cache lives (`compileCacheDir`; the Node 20 baseline says `compileCache` instead). */
+  async readyLine(): Promise<ReadyLine | undefined> {
     for (let i = 0; i < 100; i++) {
       for (const line of this.readLog().split('\n')) {
         if (!line.includes('"msg":"ready"')) continue;
-        return JSON.parse(line) as { startupMs?: number; compileCache?: string };
+        return JSON.parse(line) as ReadyLine;
       }
       await sleep(10);
     }

@@ -3,6 +3,7 @@ import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { ControlRoute } from '../control-server.ts';
+import { type BaselineBuild, baselineEnv } from './baseline.ts';
 import type { Cleanup } from './cleanup.ts';
 import type { BenchEnv, ServerEnvOptions } from './environment.ts';
 import type { ServerKind } from './results.ts';
@@ -16,6 +17,8 @@ export const SERVICE_VARIANTS: Record<Exclude<ServerKind, 'control'>, Omit<Serve
   nolimit: { name: 'off', extra: { RATE_LIMIT_ENABLED: 'false' } },
   // The configuration's defaults (100 per minute): 429s expected.
   limited: { name: 'rl', extra: { RATE_LIMIT_MAX_REQUESTS: '100', RATE_LIMIT_WINDOW_MS: '60000' } },
+  // The --baseline build (its own Node, its own worktree), configured like `service`.
+  baseline: { name: 'base' },
 };
 
 export function logPathFor(name: string): string {
@@ -28,10 +31,12 @@ export class Servers {
 
   private readonly env: BenchEnv;
   private readonly cleanup: Cleanup;
+  private readonly baseline: BaselineBuild | undefined;
 
-  constructor(env: BenchEnv, cleanup: Cleanup) {
+  constructor(env: BenchEnv, cleanup: Cleanup, baseline?: BaselineBuild) {
     this.env = env;
     this.cleanup = cleanup;
+    this.baseline = baseline;
   }
 
   /** The control answers these (captured from the service) once it is first needed. */
@@ -55,15 +60,29 @@ export class Servers {
     const variant = SERVICE_VARIANTS[kind];
     const logName = options.logName ?? kind;
     const port = await freePort();
-    return ServerProcess.start({
+    const env = this.env.serverEnv({ ...variant, port, extra: { ...variant.extra, ...options.overrides } });
+    const common = {
       name: logName,
-      args: [...(options.nodeArgs ?? []), 'dist/server.js'],
-      env: this.env.serverEnv({ ...variant, port, extra: { ...variant.extra, ...options.overrides } }),
       port,
       readyPath: '/ready',
       logPath: logPathFor(logName),
       cleanup: this.cleanup,
-      cwd: this.env.build.root,
+    };
+    if (kind === 'baseline') {
+      if (!this.baseline) throw new Error('no --baseline build in this run');
+      return ServerProcess.start({
+        ...common,
+        node: this.baseline.node,
+        args: [...(options.nodeArgs ?? []), 'dist/server.js'],
+        env: baselineEnv(this.baseline.node, env),
+        cwd: this.baseline.root,
+      });
+    }
+    return ServerProcess.start({
+      ...common,
+      args: [...(options.nodeArgs ?? []), 'src/main.ts'],
+      env: { ...env, NODE_COMPILE_CACHE: this.env.source.compileCacheDir },
+      cwd: this.env.source.root,
     });
   }
 
@@ -77,8 +96,7 @@ export class Servers {
     const port = await freePort();
     return ServerProcess.start({
       name: 'control',
-      // tsx as a loader in the same process, so the pid we sample is the server's own.
-      args: ['--import', 'tsx', 'bench/control-server.ts', routesFile],
+      args: ['bench/control-server.ts', routesFile],
       env: { ...process.env, NODE_OPTIONS: '', PORT: String(port) },
       port,
       readyPath: '/health',

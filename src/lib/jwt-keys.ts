@@ -1,14 +1,6 @@
 // Owns JWT key material: the HS256 secret or RS256/ES256 key files, their key ids and the JWKS document.
-import {
-  createHash,
-  createPrivateKey,
-  createPublicKey,
-  hash,
-  type JsonWebKey,
-  type KeyObject,
-} from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createVerifier, type VerifierOptions } from 'fast-jwt';
 import type { Config } from '../config.ts';
 
 export interface JwtKey {
@@ -96,35 +88,4 @@ export function jwksDocument(keys: JwtKey[]): { keys: Record<string, unknown>[] 
   return {
     keys: keys.filter((k) => k.jwk).map((k) => ({ ...k.jwk, kid: k.kid, alg: k.algorithm, use: 'sig' })),
   };
-}
-
-export type TokenVerifier = (token: string) => unknown;
-
-const KEY_BUILDER_WARNING = 'FAST_JWT_CACHE_KEY_BUILDER_SECURITY_RISK';
-
-/**
- * fast-jwt's synchronous verifier with its result cache keyed by `sha256(token)` computed in one call.
- * fast-jwt's default key is the same SHA-256 of the whole token for every algorithm this service
- * allows (HS256, RS256, ES256), but it decodes the header, runs regexes and builds a Hash object per
- * token first: about a tenth of the authenticated hot path. fast-jwt warns whenever a key builder is
- * passed, because a weak one could map two tokens to one entry; a SHA-256 of the token cannot, so that
- * one warning is dropped, during this synchronous call only.
- */
-export function createTokenVerifier(
-  options: Omit<Partial<VerifierOptions>, 'cacheKeyBuilder'> & { key: string },
-): TokenVerifier {
-  const emitWarning = process.emitWarning;
-  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-    const code = (rest[0] as { code?: string } | undefined)?.code;
-    if (code === KEY_BUILDER_WARNING) return;
-    (emitWarning as (...args: unknown[]) => void).call(process, warning, ...rest);
-  }) as typeof process.emitWarning;
-  try {
-    return createVerifier({
-      ...options,
-      cacheKeyBuilder: (token: string) => hash('sha256', token),
-    }) as TokenVerifier;
-  } finally {
-    process.emitWarning = emitWarning;
-  }
 }

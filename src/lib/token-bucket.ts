@@ -43,36 +43,26 @@ export function decide(storedTat: number | undefined, now: number, p: BucketPara
 export const GCRA_COMMAND = 'gcra';
 
 /**
- * The same decision, atomically in Redis, for a batch of requests: one script call (one round trip)
- * decides every request that arrived in one turn of the event loop. KEYS holds one key per request
- * (a key may repeat: requests are decided in order); ARGV is `now` (ms, <= 0 for Redis' own clock),
- * then interval and burst per request. Returns allowed (1/0), remaining and ttl ms per request, flat.
- * One key per client, always with a TTL.
+ * The same decision, atomically in Redis, for one key (one client): one script call per request, so
+ * it runs on Redis Cluster. KEYS[1] is the client's bucket; ARGV is interval (ms) and burst. The clock
+ * is Redis' own TIME, one for every instance. Returns {allowed (1/0), remaining, ttl ms}. The key
+ * always has a TTL: it lives only until the bucket would be full again.
  */
 export const GCRA_LUA = `
-local now = tonumber(ARGV[1])
-if now <= 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+-- Stored as integer microseconds: Redis keeps it int-encoded (88 B per key instead of 120 B as text).
+local stored = tonumber(redis.call('GET', KEYS[1]))
+local tat = stored and stored / 1000
+if tat == nil or tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst * interval
+if now < allow_at then
+  return {0, 0, math.ceil(allow_at - now)}
 end
-local out = {}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i])
-  local burst = tonumber(ARGV[2 * i + 1])
-  -- Stored as integer microseconds: Redis keeps it int-encoded (88 B per key instead of 120 B as text).
-  local stored = tonumber(redis.call('GET', KEYS[i]))
-  local tat = stored and stored / 1000
-  if tat == nil or tat < now then tat = now end
-  local new_tat = tat + interval
-  local allow_at = new_tat - burst * interval
-  local j = 3 * i - 2
-  if now < allow_at then
-    out[j], out[j + 1], out[j + 2] = 0, 0, math.ceil(allow_at - now)
-  else
-    local ttl = math.ceil(new_tat - now)
-    redis.call('SET', KEYS[i], string.format('%d', math.floor(new_tat * 1000)), 'PX', ttl)
-    out[j], out[j + 1], out[j + 2] = 1, math.floor((burst * interval - (new_tat - now)) / interval), ttl
-  end
-end
-return out
+local ttl = math.ceil(new_tat - now)
+redis.call('SET', KEYS[1], string.format('%d', math.floor(new_tat * 1000)), 'PX', ttl)
+return {1, math.floor((burst * interval - (new_tat - now)) / interval), ttl}
 `;

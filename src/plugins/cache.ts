@@ -8,7 +8,7 @@ import type {
 } from 'fastify';
 import fp from 'fastify-plugin';
 import { LRUCache } from 'lru-cache';
-import { batchedCounter } from '../lib/batched-counter.ts';
+import { Counter } from 'prom-client';
 import { matches } from '../lib/etag.ts';
 import { appendRouteHook } from '../lib/route-hooks.ts';
 
@@ -62,17 +62,17 @@ async function cachePlugin(app: FastifyInstance) {
   const inflight = new Map<string, Promise<Entry | null>>();
   let redisRetryAt = 0;
 
-  const requests = batchedCounter({
+  const requests = new Counter({
     name: 'cache_requests_total',
     help: 'Response cache lookups by tier and result.',
     labelNames: ['tier', 'result'] as const,
     registers: [app.metrics.registry],
   });
   const count = {
-    memoryHit: requests.child({ tier: 'memory', result: 'hit' }),
-    memoryMiss: requests.child({ tier: 'memory', result: 'miss' }),
-    redisHit: requests.child({ tier: 'redis', result: 'hit' }),
-    redisMiss: requests.child({ tier: 'redis', result: 'miss' }),
+    memoryHit: requests.labels('memory', 'hit'),
+    memoryMiss: requests.labels('memory', 'miss'),
+    redisHit: requests.labels('redis', 'hit'),
+    redisMiss: requests.labels('redis', 'miss'),
   };
 
   const redisUsable = () => redis !== null && redis.status === 'ready' && Date.now() >= redisRetryAt;

@@ -1,15 +1,8 @@
 // Owns Prometheus metrics (app.metrics): process defaults, HTTP RED metrics by route pattern, pool and Redis state.
 import http from 'node:http';
-import type { FastifyInstance, onResponseHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onResponseHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
-import {
-  Counter,
-  collectDefaultMetrics,
-  Gauge,
-  type Metric,
-  type MetricValueWithName,
-  Registry,
-} from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { appendRouteHook } from '../lib/route-hooks.ts';
 import { PACKAGE_VERSION } from '../lib/version.ts';
 
@@ -28,115 +21,30 @@ export const UNMATCHED_ROUTE = 'unmatched';
 
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-/** One (method, route, status) series: per-bucket counts (not cumulative; the last is +Inf), sum and count. */
-interface Series {
-  labels: { method: string; route: string; status_code: string };
-  buckets: Float64Array;
-  sum: number;
-  count: number;
-}
-
-/**
- * http_request_duration_seconds and http_requests_total, recorded into plain per-route tables and
- * rendered by prom-client's registry at scrape time (names, labels and buckets as prom-client's
- * Histogram and Counter would export them). prom-client's labelled metrics re-hash the label set on
- * every observe; here a request costs three Map lookups on strings V8 has already hashed.
- */
-class HttpMetrics {
-  private readonly routes = new Map<string, Map<string, Map<number, Series>>>();
-
-  route(route: string) {
-    let byMethod = this.routes.get(route);
-    if (byMethod === undefined) {
-      byMethod = new Map();
-      this.routes.set(route, byMethod);
-    }
-    const methods = byMethod;
-    return {
-      observe(method: string, status: number, seconds: number) {
-        let byStatus = methods.get(method);
-        if (byStatus === undefined) {
-          byStatus = new Map();
-          methods.set(method, byStatus);
-        }
-        let series = byStatus.get(status);
-        if (series === undefined) {
-          series = {
-            labels: { method, route, status_code: String(status) },
-            buckets: new Float64Array(DURATION_BUCKETS.length + 1),
-            sum: 0,
-            count: 0,
-          };
-          byStatus.set(status, series);
-        }
-        let i = 0;
-        while (i < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[i] as number)) i++;
-        (series.buckets[i] as number)++;
-        series.sum += seconds;
-        series.count++;
-      },
-    };
-  }
-
-  private *series(): Generator<Series> {
-    for (const byMethod of this.routes.values())
-      for (const byStatus of byMethod.values()) yield* byStatus.values();
-  }
-
-  durationMetric(): Metric {
-    const name = 'http_request_duration_seconds';
-    const help = 'HTTP request duration in seconds, by method, route pattern and status code.';
-    return this.metric(name, help, 'histogram', () => {
-      const values: MetricValueWithName<string>[] = [];
-      for (const s of this.series()) {
-        let cumulative = 0;
-        for (let i = 0; i <= DURATION_BUCKETS.length; i++) {
-          cumulative += s.buckets[i] as number;
-          const le = i < DURATION_BUCKETS.length ? (DURATION_BUCKETS[i] as number) : '+Inf';
-          values.push({ metricName: `${name}_bucket`, labels: { le, ...s.labels }, value: cumulative });
-        }
-        values.push({ metricName: `${name}_sum`, labels: s.labels, value: s.sum });
-        values.push({ metricName: `${name}_count`, labels: s.labels, value: s.count });
-      }
-      return values;
-    });
-  }
-
-  requestsMetric(): Metric {
-    const help = 'HTTP requests completed, by method, route pattern and status code.';
-    return this.metric('http_requests_total', help, 'counter', () =>
-      Array.from(this.series(), (s) => ({ labels: s.labels, value: s.count })),
-    );
-  }
-
-  private metric(
-    name: string,
-    help: string,
-    type: 'histogram' | 'counter',
-    values: () => MetricValueWithName<string>[],
-  ): Metric {
-    // The interface prom-client's registry reads: get() at scrape time, reset() from resetMetrics().
-    const get = async () => ({ name, help, type, aggregator: 'sum', values: values() });
-    return { name, help, type, get, reset: () => this.reset() } as unknown as Metric;
-  }
-
-  /** Zeroes every series in place: the per-route recorders handed out by route() stay valid. */
-  private reset() {
-    for (const s of this.series()) {
-      s.buckets.fill(0);
-      s.sum = 0;
-      s.count = 0;
-    }
-  }
-}
-
 async function metricsPlugin(app: FastifyInstance) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
-  const httpMetrics = new HttpMetrics();
-  registry.registerMetric(httpMetrics.durationMetric());
-  registry.registerMetric(httpMetrics.requestsMetric());
+  const labelNames = ['method', 'route', 'status_code'] as const;
+  const duration = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'HTTP request duration in seconds, by method, route pattern and status code.',
+    labelNames,
+    buckets: DURATION_BUCKETS,
+    registers: [registry],
+  });
+  const requests = new Counter({
+    name: 'http_requests_total',
+    help: 'HTTP requests completed, by method, route pattern and status code.',
+    labelNames,
+    registers: [registry],
+  });
+  function record(route: string, request: FastifyRequest, reply: FastifyReply) {
+    const labels = { method: request.method, route, status_code: reply.statusCode };
+    duration.observe(labels, reply.elapsedTime / 1000);
+    requests.inc(labels);
+  }
+
   let inFlight = 0;
   new Gauge({
     name: 'http_requests_in_flight',
@@ -195,24 +103,23 @@ async function metricsPlugin(app: FastifyInstance) {
   });
 
   // Matched routes get their own onResponse hook with the route pattern bound at registration, so
-  // the hot path reads no routeOptions (a getter that builds an object per call) and builds no key.
+  // the hot path reads no routeOptions (a getter that builds an object per call).
   app.addHook('onRoute', (route) => {
     if (route.config?.metrics === false) return;
-    const series = httpMetrics.route(route.url);
+    const pattern = route.url;
     const hook: onResponseHookHandler = (request, reply, done) => {
-      series.observe(request.method, reply.statusCode, reply.elapsedTime / 1000);
+      record(pattern, request, reply);
       done();
     };
     appendRouteHook(route, 'onResponse', hook);
   });
-  const unmatched = httpMetrics.route(UNMATCHED_ROUTE);
   app.addHook('onRequest', (_request, _reply, done) => {
     inFlight++;
     done();
   });
   app.addHook('onResponse', (request, reply, done) => {
     inFlight--;
-    if (request.is404) unmatched.observe(request.method, reply.statusCode, reply.elapsedTime / 1000);
+    if (request.is404) record(UNMATCHED_ROUTE, request, reply);
     done();
   });
 

@@ -1,9 +1,11 @@
 // Owns the OpenAPI 3.1 document generated from the zod route schemas, /openapi.json and the /docs page.
+import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { jsonSchemaTransform } from 'fastify-type-provider-zod';
 import { PACKAGE_VERSION } from '../lib/version.ts';
+import { API_HELMET_OPTIONS } from './security-headers.ts';
 
 /** OpenAPI `security` for authenticated routes: a bearer JWT or API key, or an X-API-Key header. */
 export const security: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKey: [] }];
@@ -35,18 +37,12 @@ export async function openapiRoutes(app: FastifyInstance) {
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   if (!app.config.DOCS_ENABLED) return;
   // Loaded only when the page is on (never in production by default): no start-up cost otherwise.
-  const [{ default: helmet }, { default: swaggerUi }] = await Promise.all([
-    import('@fastify/helmet'),
-    import('@fastify/swagger-ui'),
-  ]);
+  const { default: swaggerUi } = await import('@fastify/swagger-ui');
+  // A nested @fastify/helmet: its hook runs after the API's in this context only, so only the page's own
+  // routes get a CSP that lets swagger-ui's scripts and styles load; every other header stays the API's.
   await app.register(async (docs) => {
-    // The docs page runs swagger-ui's own scripts and styles; this relaxation never reaches API routes.
-    // The API's precomputed CSP is dropped here so @fastify/helmet's header (set on the raw response) wins.
-    docs.addHook('onRequest', (_request, reply, done) => {
-      reply.removeHeader('content-security-policy');
-      done();
-    });
     await docs.register(helmet, {
+      ...API_HELMET_OPTIONS,
       contentSecurityPolicy: {
         useDefaults: false,
         directives: {

@@ -4,16 +4,15 @@ import type { FastifyInstance, FastifyRequest, onSendHookHandler } from 'fastify
 import fp from 'fastify-plugin';
 import type { Result } from 'ioredis';
 import { LRUCache } from 'lru-cache';
-import { Gauge } from 'prom-client';
-import { batchedCounter } from '../lib/batched-counter.ts';
+import { Counter, Gauge } from 'prom-client';
 import { HttpProblem } from '../lib/problem.ts';
 import { appendRouteHook } from '../lib/route-hooks.ts';
 import { type BucketParams, type Decision, decide, GCRA_COMMAND, GCRA_LUA } from '../lib/token-bucket.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** GCRA_LUA: numKeys, the keys, then now and (interval, burst) per key. */
-    gcra(numKeys: number, ...keysThenArgs: (string | number)[]): Result<number[], Context>;
+    /** GCRA_LUA on one client's bucket: [allowed (1/0), remaining, ttl ms]. */
+    gcra(key: string, intervalMs: number, burst: number): Result<[number, number, number], Context>;
   }
 }
 
@@ -21,8 +20,6 @@ type Backend = 'redis' | 'memory';
 
 /** After a Redis error, stay on memory this long before trying Redis again (unless it reconnects first). */
 const BREAKER_MS = 1000;
-/** Most requests decided by one script call, so one call never holds Redis for long. */
-const MAX_BATCH = 128;
 
 /** `"name";q=<quota>;w=<window seconds>` per draft-ietf-httpapi-ratelimit-headers. */
 function policyHeader(name: string, max: number, windowMs: number): string {
@@ -45,7 +42,8 @@ async function rateLimitPlugin(app: FastifyInstance) {
   const defaultPolicy = policyHeader('default', burst, timeWindow);
 
   const redis = app.redis;
-  redis?.defineCommand(GCRA_COMMAND, { lua: GCRA_LUA });
+  // ioredis sends EVALSHA and falls back to EVAL when Redis lacks the script (after a restart).
+  redis?.defineCommand(GCRA_COMMAND, { lua: GCRA_LUA, numberOfKeys: 1 });
   // The fallback store, used only while Redis is away: bounded by maxSize (one unit per key) so its
   // storage grows with use instead of being preallocated for every possible key at start-up.
   const memory = new LRUCache<string, number>({
@@ -54,7 +52,7 @@ async function rateLimitPlugin(app: FastifyInstance) {
     ttlAutopurge: false,
   });
 
-  const decisions = batchedCounter({
+  const decisions = new Counter({
     name: 'rate_limit_decisions_total',
     help: 'Rate limit decisions by result and backend.',
     labelNames: ['result', 'backend'] as const,
@@ -62,12 +60,12 @@ async function rateLimitPlugin(app: FastifyInstance) {
   });
   const count = {
     redis: {
-      allowed: decisions.child({ result: 'allowed', backend: 'redis' }),
-      limited: decisions.child({ result: 'limited', backend: 'redis' }),
+      allowed: decisions.labels({ result: 'allowed', backend: 'redis' }),
+      limited: decisions.labels({ result: 'limited', backend: 'redis' }),
     },
     memory: {
-      allowed: decisions.child({ result: 'allowed', backend: 'memory' }),
-      limited: decisions.child({ result: 'limited', backend: 'memory' }),
+      allowed: decisions.labels({ result: 'allowed', backend: 'memory' }),
+      limited: decisions.labels({ result: 'limited', backend: 'memory' }),
     },
   };
   const backendGauge = new Gauge({
@@ -107,75 +105,28 @@ async function rateLimitPlugin(app: FastifyInstance) {
     return d;
   }
 
-  interface Pending {
-    key: string;
-    p: BucketParams;
-    done: (d: Decision) => void;
-  }
-  // Requests that reach the limiter in one turn of the event loop (under load, one per socket that
-  // had data) are decided by one script call at the end of that turn: one write, one reply and one
-  // script run in Redis for all of them, instead of one each.
-  let queue: Pending[] = [];
-  let flushScheduled = false;
-
-  function sendBatch(client: NonNullable<typeof redis>, batch: Pending[]) {
-    const args: (string | number)[] = new Array(1 + batch.length * 3);
-    args[0] = batch.length;
-    const keysEnd = batch.length + 1;
-    args[keysEnd] = 0; // now: Redis' clock, one for every instance
-    for (let i = 0; i < batch.length; i++) {
-      const { key, p } = batch[i] as Pending;
-      args[i + 1] = key;
-      args[keysEnd + 2 * i + 1] = p.intervalMs;
-      args[keysEnd + 2 * i + 2] = p.burst;
+  // One script call per decision on the client's own key. Calls issued in one turn of the event
+  // loop leave in one write: ioredis auto-pipelining (see plugins/redis.ts).
+  function consume(key: string, p: BucketParams, done: (d: Decision) => void) {
+    if (redis === null || redis.status !== 'ready' || Date.now() < redisRetryAt) {
+      if (backend === 'redis') switchTo('memory');
+      done(fromMemory(key, p));
+      return;
     }
-    client.gcra(...(args as [number, ...(string | number)[]])).then(
-      (out) => {
-        // A batch sent before an error tripped the breaker does not switch back early.
+    redis.gcra(key, p.intervalMs, p.burst).then(
+      ([allowed, remaining, ttlMs]) => {
+        // A call sent before an error tripped the breaker does not switch back early.
         if (backend !== 'redis' && Date.now() >= redisRetryAt) switchTo('redis');
-        for (let i = 0; i < batch.length; i++) {
-          const allowed = out[3 * i] === 1;
-          count.redis[allowed ? 'allowed' : 'limited'].inc();
-          (batch[i] as Pending).done({
-            allowed,
-            remaining: out[3 * i + 1] as number,
-            ttlMs: out[3 * i + 2] as number,
-            tat: 0,
-          });
-        }
+        count.redis[allowed === 1 ? 'allowed' : 'limited'].inc();
+        done({ allowed: allowed === 1, remaining, ttlMs, tat: 0 });
       },
       (err: unknown) => {
         // Timeouts or errors: decide in memory now, and keep off Redis briefly so nothing queues on it.
         redisRetryAt = Date.now() + BREAKER_MS;
         switchTo('memory', err);
-        for (const { key, p, done } of batch) done(fromMemory(key, p));
+        done(fromMemory(key, p));
       },
     );
-  }
-
-  function flush() {
-    flushScheduled = false;
-    const pending = queue;
-    queue = [];
-    if (redis?.status !== 'ready' || Date.now() < redisRetryAt) {
-      if (backend === 'redis') switchTo('memory');
-      for (const { key, p, done } of pending) done(fromMemory(key, p));
-      return;
-    }
-    for (let i = 0; i < pending.length; i += MAX_BATCH) sendBatch(redis, pending.slice(i, i + MAX_BATCH));
-  }
-
-  function consume(key: string, p: BucketParams, done: (d: Decision) => void) {
-    if (redis && redis.status === 'ready' && Date.now() >= redisRetryAt) {
-      queue.push({ key, p, done });
-      if (!flushScheduled) {
-        flushScheduled = true;
-        setImmediate(flush);
-      }
-      return;
-    }
-    if (backend === 'redis') switchTo('memory');
-    done(fromMemory(key, p));
   }
 
   type Callback = (err: Error | null, result: { current: number; ttl: number }) => void;

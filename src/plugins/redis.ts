@@ -3,7 +3,6 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
-import { GCRA_COMMAND } from '../lib/token-bucket.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -21,10 +20,8 @@ export function createRedis(config: Config, url: string): Redis {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 5), 3000),
+    // Commands issued in one turn of the event loop (the limiter's script calls too) leave in one write.
     enableAutoPipelining: true,
-    // The limiter batches its own script calls per event-loop turn; auto-pipelining them would hold
-    // each batch back until the next turn.
-    autoPipeliningIgnoredCommands: [GCRA_COMMAND],
     lazyConnect: true,
   });
 }

@@ -282,7 +282,7 @@ describe('the API in compose', () => {
   });
 
   it('when the migrate service runs, then it runs the migration CLI that the image ships', () => {
-    expect(service('migrate').command).toEqual(['node', 'dist/cli/migrate.js', 'up']);
+    expect(service('migrate').command).toEqual(['node', 'src/cli/migrate.ts', 'up']);
     expect(exists('src/cli/migrate.ts')).toBe(true);
     expect(readText('src/cli/migrate.ts')).toMatch(/command !== 'up'/);
   });

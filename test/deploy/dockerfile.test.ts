@@ -6,12 +6,14 @@ import { posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   type Dockerfile,
+  envPairs,
   type Instruction,
   parseDockerfile,
   parseDockerignore,
   type Stage,
   words,
 } from './support/dockerfile.ts';
+import { moduleGraph } from './support/module-graph.ts';
 import { exists, KNOWN_ENV, listFiles, readText, SECRET_KEYS } from './support/repo.ts';
 
 const dockerfile = parseDockerfile(readText('docker/Dockerfile'));
@@ -19,6 +21,8 @@ const dockerignore = parseDockerignore(readText('.dockerignore'));
 const finalStage = dockerfile.stages.at(-1) as Stage;
 const all = (stage: Stage, keyword: string) => stage.instructions.filter((i) => i.keyword === keyword);
 const last = (stage: Stage, keyword: string) => all(stage, keyword).at(-1);
+/** Variables Node itself reads, which the image may set beside the service's configuration. */
+const NODE_ENV_VARS = new Set(['NODE_OPTIONS', 'NODE_COMPILE_CACHE']);
 
 /** The stage an instruction's `--from` or a FROM names, by name or index. */
 function stageNamed(df: Dockerfile, ref: string): Stage | undefined {
@@ -129,47 +133,101 @@ describe('the Dockerfile reader', () => {
 });
 
 describe('docker/Dockerfile', () => {
-  it('when read, then it is multi-stage on a pinned Node 24 base, and every COPY --from names an earlier stage', () => {
-    expect(dockerfile.stages.length).toBeGreaterThanOrEqual(3);
-    expect(dockerfile.stages.map((s) => s.name)).toEqual(
-      expect.arrayContaining(['deps', 'build', 'runtime']),
-    );
+  const cmd = last(finalStage, 'CMD');
+  /** What lands in the image: the COPYs of the final stage and of the stages it is built on. */
+  const imageCopies = lineage(dockerfile, finalStage).flatMap((s) => copies(dockerfile, s));
+  const user = last(finalStage, 'USER');
+  /** Every ENV variable the final stage runs with, inherited ones included (later ones win). */
+  const runtimeEnv = new Map(
+    lineage(dockerfile, finalStage)
+      .reverse()
+      .flatMap((s) => all(s, 'ENV'))
+      .flatMap(envPairs),
+  );
+  const lock = JSON.parse(readText('package-lock.json')) as {
+    packages: Record<string, { version?: string; dev?: boolean; devOptional?: boolean }>;
+  };
+  const pkg = JSON.parse(readText('package.json')) as {
+    dependencies: Record<string, string>;
+    scripts: Record<string, string>;
+  };
+  /** The script `npm start` runs (`node src/main.ts`). */
+  const startScript = /^node (\S+)$/.exec(pkg.scripts.start ?? '')?.[1];
+  /** The CMD's script and the CLIs run in the container (migrate service and Job, `exec ... auth.ts`). */
+  const runtimeEntries = () => [
+    cmd?.json?.[1] as string,
+    ...listFiles('src/cli').filter((f) => f.endsWith('.ts')),
+  ];
+
+  it('when read, then it is multi-stage on the exact Node 24 the tests run on, and every COPY --from names an earlier stage', () => {
+    expect(dockerfile.stages.length).toBeGreaterThanOrEqual(2);
+    expect(dockerfile.stages.map((s) => s.name)).toEqual(expect.arrayContaining(['deps', 'runtime']));
+    // The `node` devDependency is the Node that npm scripts and tests run on: the image runs the same.
+    const nodeVersion = lock.packages['node_modules/node']?.version as string;
+    expect(nodeVersion).toMatch(/^24\.\d+\.\d+$/);
+    const bases = new Set<string>();
     for (const stage of dockerfile.stages) {
       const parent = stageNamed(dockerfile, stage.from);
       if (parent) expect(parent.index, `${stage.name} builds on a later stage`).toBeLessThan(stage.index);
-      // Node 24 LTS, pinned to an exact release (no floating `24`, `lts` or `latest`).
-      else
-        expect(stage.from).toMatch(
-          /^node:24\.\d+\.\d+-(bookworm-slim|bookworm|trixie-slim|alpine(\d+\.\d+)?)$/,
-        );
+      else bases.add(stage.from);
       for (const copy of copies(dockerfile, stage).filter((c) => c.from !== undefined)) {
         const source = stageNamed(dockerfile, copy.from as string);
         expect(source, `COPY --from=${copy.from} on line ${copy.ins.line}`).toBeDefined();
         expect(source?.index).toBeLessThan(stage.index);
       }
     }
+    // One base for every stage: a native addon built in `deps` runs on the runtime's libc.
+    expect([...bases]).toEqual([`node:${nodeVersion}-bookworm-slim`]);
+    const labels = all(finalStage, 'LABEL')
+      .map((l) => l.args)
+      .join(' ');
+    expect(labels).toContain(
+      `org.opencontainers.image.base.name="docker.io/library/node:${nodeVersion}-bookworm-slim"`,
+    );
     for (const ins of dockerfile.stages.flatMap((s) => s.instructions))
       expect(ins.args, `line ${ins.line}`).not.toMatch(/\$\{?[A-Z_]*\}?:latest|:latest\b/);
   });
 
-  it('when the final stage is read, then its node_modules come from `npm ci --omit=dev` and nothing else installs packages there', () => {
-    const nodeModules = copies(dockerfile, finalStage).filter((c) =>
+  describe('production dependencies', () => {
+    const nodeModules = imageCopies.filter((c) =>
       c.sources.some((s) => posix.basename(s) === 'node_modules'),
     );
-    expect(nodeModules).toHaveLength(1);
     const producer = stageNamed(dockerfile, nodeModules[0]?.from ?? '') as Stage;
-    const installs = lineage(dockerfile, producer)
-      .flatMap((s) => all(s, 'RUN'))
-      .filter((r) => /\bnpm (ci|install|i)\b/.test(r.args));
-    expect(installs.length).toBeGreaterThan(0);
-    for (const run of installs) expect(run.args).toMatch(/--omit=dev|--production\b/);
-    // The runtime does not inherit a stage that installed dev dependencies.
-    for (const s of lineage(dockerfile, finalStage))
-      for (const run of all(s, 'RUN')) expect(run.args).not.toMatch(/\bnpm (ci|install|i)\b/);
+    const installs = () =>
+      lineage(dockerfile, producer)
+        .flatMap((s) => all(s, 'RUN'))
+        .filter((r) => /\bnpm (ci|install|i)\b/.test(r.args));
+
+    it('when the final stage is read, then its node_modules come from one `npm ci --omit=dev` that runs install scripts, and nothing else installs packages there', () => {
+      expect(nodeModules).toHaveLength(1);
+      expect(installs()).toHaveLength(1);
+      const [install] = installs() as [Instruction];
+      expect(install.args).toMatch(/\bnpm ci\b[^&;]*--omit=dev/);
+      // Addons that compile or fetch their binary at install need their scripts.
+      expect(install.args).not.toMatch(/--ignore-scripts/);
+      expect(install.flags.mount).toMatch(/type=cache,target=\/root\/\.npm/);
+      for (const s of lineage(dockerfile, finalStage))
+        for (const run of all(s, 'RUN')) expect(run.args).not.toMatch(/\bnpm (ci|install|i)\b/);
+    });
+
+    it("when installed, then no dev dependency reaches the image: --omit=dev leaves out the lockfile's dev packages, and the RUN deletes the devOptional ones (type packages only)", () => {
+      const [install] = installs() as [Instruction];
+      const removed = [...install.args.matchAll(/\brm -rf ([\w@./ -]+)/g)].flatMap((m) =>
+        (m[1] as string).trim().split(/\s+/),
+      );
+      const isRemoved = (path: string) => removed.some((r) => path === r || path.startsWith(`${r}/`));
+      const devOptional = Object.entries(lock.packages).filter(([, p]) => p.devOptional);
+      // Found in the lockfile (so this is not vacuous): @types/pg, an optional peer of node-pg-migrate.
+      expect(devOptional.map(([path]) => path)).toContain('node_modules/@types/pg');
+      for (const [path] of devOptional)
+        expect(isRemoved(path), `${path} is installed by --omit=dev`).toBe(true);
+      // Only packages never loaded at run time are deleted.
+      for (const [path, p] of Object.entries(lock.packages))
+        if (isRemoved(path)) expect(p.devOptional || path.includes('node_modules/@types/'), path).toBe(true);
+    });
   });
 
   it('when the final stage is read, then it runs as a numeric non-root user (runAsNonRoot can verify it)', () => {
-    const user = last(finalStage, 'USER');
     expect(user, 'the final stage sets no USER: it would run as root').toBeDefined();
     const [uid, gid] = (user?.args ?? '').split(':');
     expect(uid).toMatch(/^\d+$/);
@@ -177,9 +235,8 @@ describe('docker/Dockerfile', () => {
     if (gid !== undefined) expect(Number(gid)).toBeGreaterThan(0);
   });
 
-  it('when started, then an init installed in the image is PID 1 (exec form) and runs node dist/server.js (exec form)', () => {
+  it('when started, then an init installed in the image is PID 1 (exec form) and runs node src/main.ts, plain (exec form)', () => {
     const entrypoint = last(finalStage, 'ENTRYPOINT');
-    const cmd = last(finalStage, 'CMD');
     expect(entrypoint?.json, 'ENTRYPOINT must be exec form').not.toBeNull();
     expect(cmd?.json, 'CMD must be exec form').not.toBeNull();
     const [init, ...initArgs] = entrypoint?.json ?? [];
@@ -193,67 +250,90 @@ describe('docker/Dockerfile', () => {
     const alpine = installs.some((r) => /apk add\b.*\btini\b/.test(r));
     expect(debian || alpine, 'tini is not installed in the final stage').toBe(true);
     expect(init).toBe(debian ? '/usr/bin/tini' : '/sbin/tini');
-    expect(cmd?.json).toEqual(['node', 'dist/server.js']);
+    // The source itself, what `npm start` runs: no build output, no loader or --import hook.
+    expect(startScript).toBe('src/main.ts');
+    expect(cmd?.json).toEqual(['node', startScript]);
+    expect(runtimeEnv.get('NODE_OPTIONS') ?? '').not.toMatch(
+      /--(import|require|loader|experimental-loader)\b|-r\s/,
+    );
   });
 
-  it('when the image runs, then every path the compiled code reads at run time is there (dist, package.json, migrations)', () => {
+  it('when the image runs, then every module the server and its CLIs load, and every file they read next to themselves, is in it', () => {
     const root = workdirAt(dockerfile, finalStage);
-    const landed = new Map<string, Copy>();
-    for (const copy of copies(dockerfile, finalStage))
-      for (const source of copy.sources) landed.set(landing(copy, source), copy);
-    const provides = (path: string) => [...landed.keys()].some((p) => path === p || path.startsWith(`${p}/`));
+    const landed = imageCopies.flatMap((copy) => copy.sources.map((source) => landing(copy, source)));
+    const provides = (path: string) => landed.some((p) => path === p || path.startsWith(`${p}/`));
+    const graph = moduleGraph(runtimeEntries());
+    expect(graph.missing, 'relative imports that name no file').toEqual([]);
+    // Found by the walk (so it is not vacuous): main.ts loads server.ts with import().
+    expect(graph.modules).toEqual(
+      expect.arrayContaining(['src/server.ts', 'src/app.ts', 'src/lib/migrations.ts']),
+    );
+    for (const module of graph.modules) expect(provides(posix.join(root, module)), module).toBe(true);
+    expect(graph.filesRead).toEqual(expect.arrayContaining(['migrations', 'package.json']));
+    for (const path of graph.filesRead)
+      expect(provides(posix.join(root, path)), `${path} is read at run time`).toBe(true);
+  });
 
-    // CMD's script, and the migration CLI the compose service and the Kubernetes Job run.
-    for (const script of ['dist/server.js', 'dist/cli/migrate.js']) {
-      expect(provides(posix.join(root, script)), script).toBe(true);
-      expect(exists(script.replace(/^dist\//, 'src/').replace(/\.js$/, '.ts')), script).toBe(true);
-    }
-    // Files found next to the compiled module (new URL('../../x', import.meta.url)) must ship too.
-    const needed = new Set<string>();
-    for (const file of listFiles('src').filter((f) => f.endsWith('.ts'))) {
-      const compiled = posix.join(root, file.replace(/^src\//, 'dist/').replace(/\.ts$/, '.js'));
-      for (const m of readText(file).matchAll(/new URL\(\s*'([^']+)'\s*,\s*import\.meta\.url\s*\)/g))
-        needed.add(posix.resolve(posix.dirname(compiled), m[1] as string));
-    }
-    // Found by the scan (so it is not vacuous); any new one must ship too.
-    expect([...needed]).toEqual(
-      expect.arrayContaining([posix.join(root, 'migrations'), posix.join(root, 'package.json')]),
-    );
-    for (const path of needed) expect(provides(path), `${path} is read at run time`).toBe(true);
-    // dist/ is what the build stage compiled with tsconfig.build.json (src -> dist).
-    const dist = landed.get(posix.join(root, 'dist'));
-    expect(dist?.from).toBeDefined();
-    const build = stageNamed(dockerfile, dist?.from as string) as Stage;
-    expect(all(build, 'RUN').some((r) => /npm run build|tsc -p tsconfig\.build\.json/.test(r.args))).toBe(
-      true,
-    );
-    expect(dist?.sources).toEqual([posix.join(workdirAt(dockerfile, build), 'dist')]);
-    const tsconfig = JSON.parse(readText('tsconfig.build.json')) as {
-      extends?: string;
-      compilerOptions: { rootDir: string; outDir: string };
-    };
-    expect(tsconfig.compilerOptions).toMatchObject({ rootDir: 'src', outDir: 'dist' });
-    const buildInputs = lineage(dockerfile, build).flatMap((s) =>
-      copies(dockerfile, s).flatMap((c) => c.sources),
-    );
-    // Scripts `npm run build` runs (the bundler) must be in the build stage too.
-    const buildScript = (JSON.parse(readText('package.json')) as { scripts: Record<string, string> }).scripts
-      .build as string;
-    const scripts = [...buildScript.matchAll(/node (scripts\/\S+)/g)].map((m) => m[1] as string);
-    expect(scripts).toContain('scripts/bundle.mjs');
-    // ...and the files those scripts read next to themselves (the bundle's loader).
-    for (const script of [...scripts])
-      for (const m of readText(script).matchAll(/new URL\(\s*'\.\/([^']+)'\s*,\s*import\.meta\.url\s*\)/g))
-        scripts.push(posix.join(posix.dirname(script), m[1] as string));
-    expect(scripts).toContain('scripts/server-loader.mjs');
-    for (const file of [
-      'tsconfig.build.json',
-      tsconfig.extends?.replace(/^\.\//, ''),
-      'src',
-      'package-lock.json',
-      ...scripts,
-    ])
-      if (file !== undefined) expect(buildInputs, `the build stage needs ${file}`).toContain(file);
+  it('when the image runs, then every package its modules import is a production dependency, and no tsconfig is needed', () => {
+    const { packages } = moduleGraph(runtimeEntries());
+    expect(packages).toEqual(expect.arrayContaining(['fastify', 'pg', 'node-pg-migrate']));
+    for (const name of packages)
+      expect(Object.keys(pkg.dependencies), `${name} is imported at run time`).toContain(name);
+    // Type stripping reads no tsconfig: it is not even in the build context.
+    expect(dockerignore.ignores('tsconfig.json')).toBe(true);
+  });
+
+  describe('compile cache', () => {
+    const cacheDir = runtimeEnv.get('NODE_COMPILE_CACHE') as string;
+    const cacheCopy = imageCopies.find((c) => c.dest === cacheDir);
+    const warmStage = stageNamed(dockerfile, cacheCopy?.from ?? '') as Stage;
+
+    it('when the server starts, then Node reads its compile cache from a folder the image ships', () => {
+      expect(cacheDir, 'ENV NODE_COMPILE_CACHE').toMatch(/^\//);
+      expect(cacheCopy, `no COPY --from=<stage> ... ${cacheDir} in the final stage`).toBeDefined();
+      expect(warmStage).toBeDefined();
+      // src/main.ts turns the cache on itself (module.enableCompileCache() honours NODE_COMPILE_CACHE).
+      expect(readText(cmd?.json?.[1] as string)).toMatch(/module\.enableCompileCache\(\)/);
+    });
+
+    it("when built, then the cache is made by loading the server's modules as the runtime user, over the same files and NODE_OPTIONS", () => {
+      const source = cacheCopy?.sources[0] as string;
+      const warm = all(warmStage, 'RUN').find((r) => r.args.includes(`NODE_COMPILE_CACHE=${source}`));
+      expect(warm, `no RUN in ${warmStage.name} writes the cache to ${source}`).toBeDefined();
+      // It imports the CMD's script or a module that script imports (one that does not start a server).
+      const imported = /import\(\s*\\?['"]\.\/([^'"\\]+)\\?['"]\s*\)/.exec(warm?.args ?? '')?.[1] as string;
+      const entry = cmd?.json?.[1] as string;
+      expect([entry, ...(moduleGraph([entry]).imports[entry] ?? [])], warm?.args).toContain(imported);
+      // Node names the cache folder after the uid (v24.x-x64-<hash>-<uid>): made as anyone else, it misses.
+      expect(last(warmStage, 'USER')?.args).toBe(user?.args);
+      // Entries are keyed by each file's path and checked against its content: the same /app, the same
+      // stage the runtime is built on; and V8 flags that change code generation would reject it.
+      expect(warmStage.from).toBe(finalStage.from);
+      expect(all(warmStage, 'COPY')).toEqual([]);
+      expect(all(warmStage, 'ENV')).toEqual([]);
+      expect(
+        all(finalStage, 'ENV')
+          .flatMap(envPairs)
+          .map(([k]) => k),
+      ).not.toContain('NODE_OPTIONS');
+    });
+
+    it('when the container runs, then the cache is root-owned and read-only to the user, yet readable', () => {
+      // COPY makes root the owner unless --chown says otherwise; Node writes its cache files 0600.
+      expect(cacheCopy?.ins.flags.chown ?? '0:0').toMatch(/^(0|root)(:(0|root))?$/);
+      const warm = all(warmStage, 'RUN')
+        .map((r) => r.args)
+        .join('\n');
+      expect(cacheCopy?.ins.flags.chmod ?? warm).toMatch(/chmod -R [^&\n]*a\+rX|^0?[57]55$/);
+      expect(Number(user?.args.split(':')[0])).not.toBe(0);
+    });
+  });
+
+  it("when under load, then V8's young generation is capped (Node 24 grows it to 128 MiB: peak RSS 214 MB at 100 connections)", () => {
+    const semiSpace = /--max-semi-space-size=(\d+)/.exec(runtimeEnv.get('NODE_OPTIONS') ?? '')?.[1];
+    expect(semiSpace, 'ENV NODE_OPTIONS=--max-semi-space-size=<MiB>').toBeDefined();
+    expect(Number(semiSpace)).toBeGreaterThan(0);
+    expect(Number(semiSpace)).toBeLessThanOrEqual(16);
   });
 
   it('when files are copied from the build context, then each exists and .dockerignore lets it through', () => {
@@ -280,6 +360,8 @@ describe('docker/Dockerfile', () => {
       'docker/secrets/database_url.txt',
       'k8s/base/secret.yaml',
       'test/config.test.ts',
+      'bench/bench.ts',
+      'tsconfig.json',
       'coverage/index.html',
       'npm-debug.log',
     ])
@@ -292,25 +374,39 @@ describe('docker/Dockerfile', () => {
       expect(add.args, `ADD on line ${add.line}`).not.toMatch(/(https?|git|ftp):\/\/|git@/);
     const secretish = /SECRET|PASSWORD|PASSWD|TOKEN|PRIVATE|CREDENTIAL|API_?KEY|_URL$/i;
     for (const ins of instructions.filter((i) => i.keyword === 'ENV' || i.keyword === 'ARG')) {
-      const pairs = [...ins.args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)(?:[= ]("[^"]*"|\S+))?/g)];
-      for (const [, key, value] of pairs) {
+      const pairs =
+        ins.keyword === 'ENV'
+          ? envPairs(ins)
+          : [...ins.args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)(?:=("[^"]*"|\S+))?/g)].map((m) => [m[1], m[2]]);
+      for (const [key, value] of pairs) {
         expect(key, `${ins.keyword} ${key} on line ${ins.line}`).not.toMatch(secretish);
         expect(SECRET_KEYS as readonly string[]).not.toContain(key);
         expect(value ?? '', `${ins.keyword} ${key} on line ${ins.line}`).not.toMatch(/:\/\/[^/\s]*:[^/\s]*@/);
       }
     }
-    // What the runtime image sets is configuration the service knows.
-    for (const env of lineage(dockerfile, finalStage).flatMap((s) => all(s, 'ENV')))
-      for (const [, key] of env.args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=/g))
-        expect(KNOWN_ENV.has(key as string), `ENV ${key} is not a key src/config.ts knows`).toBe(true);
+    // What the runtime image sets is configuration the service knows, or Node's own.
+    for (const key of runtimeEnv.keys())
+      expect(
+        KNOWN_ENV.has(key) || NODE_ENV_VARS.has(key),
+        `ENV ${key} is neither a key src/config.ts knows nor Node's`,
+      ).toBe(true);
   });
 
   it('when inspected, then it carries the OCI labels', () => {
     const labels = all(finalStage, 'LABEL')
       .map((l) => l.args)
       .join(' ');
-    for (const key of ['title', 'description', 'source', 'licenses', 'version', 'revision', 'created'])
-      expect(labels).toMatch(new RegExp(`org\\.opencontainers\\.image\\.${key}=`));
+    for (const key of [
+      'title',
+      'description',
+      'source',
+      'licenses',
+      'version',
+      'revision',
+      'created',
+      'base.name',
+    ])
+      expect(labels).toMatch(new RegExp(`org\\.opencontainers\\.image\\.${key.replace('.', '\\.')}=`));
   });
 
   describe('HEALTHCHECK', () => {

@@ -298,7 +298,7 @@ describe.skipIf(!kubectlAvailable)('cross-references in the rendered overlays (n
       const m = job().template.spec.containers[0];
       expect(m.image).toBe(d.image);
       expect(m.command, 'command would replace the image entrypoint (tini)').toBeUndefined();
-      expect(m.args).toEqual(['node', 'dist/cli/migrate.js', 'up']);
+      expect(m.args).toEqual(['node', 'src/cli/migrate.ts', 'up']);
       expect(exists('src/cli/migrate.ts')).toBe(true);
       expect(m.envFrom).toEqual(d.envFrom);
       expect(job().template.spec.restartPolicy).toBe('Never');

@@ -20,18 +20,34 @@ export interface ServerProcess {
   /** Resolves with the first log line matching `msg`. */
   waitForLog(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
   exited: Promise<number | null>;
+  /** SIGKILLs the process group and waits for the process to exit. */
+  stop(): Promise<void>;
 }
 
-/** Starts src/main.ts (or `entry`) with the given environment on a free port. */
+/** Starts src/main.ts (or `entry`) with Node and the given environment on a free port. */
 export async function startServer(
   env: Record<string, string>,
   entry = 'src/main.ts',
 ): Promise<ServerProcess> {
+  return startProcess(process.execPath, [entry], env);
+}
+
+/**
+ * Starts any command that runs the server (`npm start` in a scratch copy, say) on a free port, in
+ * its own process group so that `stop()` ends it and every process it started.
+ */
+export async function startProcess(
+  file: string,
+  args: string[],
+  env: Record<string, string>,
+  options: { cwd?: string } = {},
+): Promise<ServerProcess> {
   const port = await freePort();
-  const args = [entry];
-  const child = spawn(process.execPath, args, {
+  const child = spawn(file, args, {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_PRETTY: 'false', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+    ...options,
   });
   const logs: Record<string, unknown>[] = [];
   const waiters: { msg: string; resolve: (l: Record<string, unknown>) => void }[] = [];
@@ -59,6 +75,16 @@ export async function startServer(
     port,
     logs,
     exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        try {
+          process.kill(-(child.pid as number), 'SIGKILL');
+        } catch {
+          // already gone
+        }
+        await exited;
+      }
+    },
     waitForLog(msg, timeoutMs = 15_000) {
       const found = logs.find((l) => l.msg === msg);
       if (found) return Promise.resolve(found);

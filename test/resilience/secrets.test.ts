@@ -2,6 +2,7 @@ import request from 'supertest';
 import { describe, expect, it } from 'vitest';
 import { buildTestApp } from '../helpers/app.ts';
 import { createKey, signToken } from '../helpers/auth.ts';
+import { TEST_REDIS_URL } from '../helpers/env.ts';
 
 describe('secrets never leak', () => {
   it('when requests carry a bearer token, an API key and a password, then none of them appears in logs, metrics or responses', async () => {
@@ -69,6 +70,20 @@ describe('secrets never leak', () => {
       const text = t.logs.text() + responses.map((r) => r.text + JSON.stringify(r.headers)).join('\n');
       expect(text).not.toContain(dbPassword);
       expect(t.logs.text()).toContain('database'); // the failure itself is logged
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('when Redis refuses the password in REDIS_URL, then the password is in no log line', async () => {
+    const redisPassword = 'redis-password-do-not-print';
+    const url = new URL(TEST_REDIS_URL);
+    url.username = 'nobody';
+    url.password = redisPassword;
+    const t = await buildTestApp({ env: { REDIS_URL: url.toString(), REDIS_CONNECT_TIMEOUT_MS: '300' } });
+    try {
+      expect(t.logs.text()).toContain('redis unavailable'); // the refusal itself is logged, with its error
+      expect(t.logs.text()).not.toContain(redisPassword);
     } finally {
       await t.close();
     }

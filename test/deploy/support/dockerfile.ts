@@ -112,6 +112,16 @@ export function parseDockerfile(text: string): Dockerfile {
   return { directives, globalArgs, stages };
 }
 
+/** The variables an ENV instruction sets: `ENV A=1 B="x y"`, or the legacy one-pair `ENV A 1`. */
+export function envPairs(ins: Instruction): [string, string][] {
+  const legacy = /^([A-Za-z_][A-Za-z0-9_]*)\s+(.*)$/s.exec(ins.args);
+  if (legacy !== null) return [[legacy[1] as string, legacy[2] as string]];
+  return [...ins.args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S*)/g)].map((m) => [
+    m[1] as string,
+    (m[2] as string).replace(/^"(.*)"$/s, '$1'),
+  ]);
+}
+
 /** Splits shell-form words well enough for COPY/ADD sources and destinations (no quoting in use). */
 export function words(args: string): string[] {
   const json = parseJsonArray(args);
