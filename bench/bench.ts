@@ -30,7 +30,7 @@ import type {
 } from './lib/results.ts';
 import { type RunnerContext, runScenario, type Scenario, waitForQuiet } from './lib/runner.ts';
 import { REPO_ROOT, sleep } from './lib/server-process.ts';
-import { Servers } from './lib/servers.ts';
+import { IMAGE_NODE_OPTIONS, Servers } from './lib/servers.ts';
 import { compileCacheFiles } from './lib/snapshot.ts';
 import { max, median } from './lib/stats.ts';
 import { evaluateTargets } from './lib/targets.ts';
@@ -66,6 +66,7 @@ const HELP = `usage: npm run bench -- [options]
                       something outside the bench contended (default 180; 0 never waits)
   --baseline <ref>    also run that git ref's build (e.g. 6f27b15, the last Node 20 one) on the
                       system Node, beside this tree: hot path, start-up and RSS (default off)
+  --node-options <s>  NODE_OPTIONS for this tree's service (default: docker/Dockerfile's, as production)
   --baseline-node <p> the Node.js that installs, builds and runs the baseline (default /usr/bin/node;
                       npm is the one next to it)
   --max-minutes <n>   hard deadline: clean up and exit 1 past it (default 20; 30 with --baseline)
@@ -84,6 +85,7 @@ function readOptions() {
       starts: { type: 'string', default: '7' },
       'fill-keys': { type: 'string', default: '1000000' },
       baseline: { type: 'string' },
+      'node-options': { type: 'string', default: IMAGE_NODE_OPTIONS },
       'baseline-node': { type: 'string', default: '/usr/bin/node' },
       'max-minutes': { type: 'string' },
       patience: { type: 'string', default: '180' },
@@ -126,6 +128,7 @@ function readOptions() {
     fillKeys: Math.round(positive('fill-keys', values['fill-keys'])),
     baseline: values.baseline,
     baselineNode: values['baseline-node'],
+    nodeOptions: values['node-options'],
     maxMinutes: positive('max-minutes', values['max-minutes'] ?? (values.baseline ? '30' : '20')),
     patienceS: positive('patience', values.patience, true),
     outDir: values.out,
@@ -469,6 +472,7 @@ async function main(opts: Options, cleanup: Cleanup) {
       cpus: os.cpus().length,
       cpuModel: os.cpus()[0]?.model ?? 'unknown',
       node: process.version,
+      serviceNodeOptions: opts.nodeOptions,
       loadAvgAtStart: os.loadavg().map((l) => Math.round(l * 100) / 100),
       memoryGB: Math.round(os.totalmem() / 2 ** 30),
     },
@@ -507,7 +511,7 @@ async function main(opts: Options, cleanup: Cleanup) {
   log(`bench: creating database and credentials (Redis prefix bench:${process.pid}:)`);
   const env = await createBenchEnv(cleanup, { jwtExpiresIn: `${Math.ceil(opts.maxMinutes) + 30}m` });
   report.git.snapshotAt = env.source.takenAt;
-  const servers = new Servers(env, cleanup, baseline);
+  const servers = new Servers(env, cleanup, baseline, opts.nodeOptions);
   const ctx: RunnerContext = {
     env,
     servers,

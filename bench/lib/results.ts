@@ -203,7 +203,15 @@ export interface TargetVerdict {
 export interface BenchReport {
   startedAt: string;
   finishedAt: string;
-  machine: { cpus: number; cpuModel: string; node: string; loadAvgAtStart: number[]; memoryGB: number };
+  machine: {
+    cpus: number;
+    cpuModel: string;
+    node: string;
+    /** NODE_OPTIONS this tree's service ran with (the image's). */
+    serviceNodeOptions?: string;
+    loadAvgAtStart: number[];
+    memoryGB: number;
+  };
   /** srcDirty: src/ had uncommitted changes when the run copied it (snapshotAt). */
   git: { commit: string; srcDirty: boolean; snapshotAt?: string };
   /** The --baseline build that ran beside this tree's service, if any. */

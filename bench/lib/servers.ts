@@ -1,5 +1,5 @@
 // Owns the set of servers a bench run needs: the service in its variants and the control, started on demand.
-import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { ControlRoute } from '../control-server.ts';
@@ -7,7 +7,12 @@ import { type BaselineBuild, baselineEnv } from './baseline.ts';
 import type { Cleanup } from './cleanup.ts';
 import type { BenchEnv, ServerEnvOptions } from './environment.ts';
 import type { ServerKind } from './results.ts';
-import { freePort, ServerProcess } from './server-process.ts';
+import { freePort, REPO_ROOT, ServerProcess } from './server-process.ts';
+
+/** The image's NODE_OPTIONS (docker/Dockerfile): this tree's service runs under production's V8 flags. */
+export const IMAGE_NODE_OPTIONS = (
+  /NODE_OPTIONS=("[^"]*"|\S+)/.exec(readFileSync(join(REPO_ROOT, 'docker/Dockerfile'), 'utf8'))?.[1] ?? ''
+).replace(/^"|"$/g, '');
 
 /** How each variant of the service differs; all share the database, each has its own Redis prefix. */
 export const SERVICE_VARIANTS: Record<Exclude<ServerKind, 'control'>, Omit<ServerEnvOptions, 'port'>> = {
@@ -32,11 +37,14 @@ export class Servers {
   private readonly env: BenchEnv;
   private readonly cleanup: Cleanup;
   private readonly baseline: BaselineBuild | undefined;
+  private readonly nodeOptions: string;
 
-  constructor(env: BenchEnv, cleanup: Cleanup, baseline?: BaselineBuild) {
+  /** `nodeOptions`: NODE_OPTIONS for this tree's service (the image's by default). */
+  constructor(env: BenchEnv, cleanup: Cleanup, baseline?: BaselineBuild, nodeOptions = IMAGE_NODE_OPTIONS) {
     this.env = env;
     this.cleanup = cleanup;
     this.baseline = baseline;
+    this.nodeOptions = nodeOptions;
   }
 
   /** The control answers these (captured from the service) once it is first needed. */
@@ -81,7 +89,7 @@ export class Servers {
     return ServerProcess.start({
       ...common,
       args: [...(options.nodeArgs ?? []), 'src/main.ts'],
-      env: { ...env, NODE_COMPILE_CACHE: this.env.source.compileCacheDir },
+      env: { ...env, NODE_OPTIONS: this.nodeOptions, NODE_COMPILE_CACHE: this.env.source.compileCacheDir },
       cwd: this.env.source.root,
     });
   }
