@@ -1,9 +1,11 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CONFIG_KEYS, loadConfig, SECRET_KEYS } from '../src/config.ts';
 
 const envExample = readFileSync('.env.example', 'utf8');
 const readme = readFileSync('README.md', 'utf8');
+const configurationDoc = readFileSync('docs/configuration.md', 'utf8');
 
 describe('documentation stays true to the code', () => {
   it('when a config key exists, then .env.example documents it', () => {
@@ -17,8 +19,24 @@ describe('documentation stays true to the code', () => {
     expect(named.filter((k) => !known.has(k))).toEqual([]);
   });
 
-  it('when a config key exists, then the README configuration reference lists it', () => {
-    expect(CONFIG_KEYS.filter((k) => !readme.includes(`\`${k}\``))).toEqual([]);
+  it('when a config key exists, then the configuration reference (docs/configuration.md) lists it', () => {
+    expect(CONFIG_KEYS.filter((k) => !configurationDoc.includes(`\`${k}\``))).toEqual([]);
+  });
+
+  it('when the README is read, then it stays a front door (under 8 KB; reference lives in docs/)', () => {
+    expect(Buffer.byteLength(readme)).toBeLessThan(8 * 1024);
+  });
+
+  it('when the README or docs/ link a file of the repository, then the file exists', () => {
+    const pages = ['README.md', 'bench/README.md', ...readdirSync('docs').map((f) => join('docs', f))];
+    const broken = pages.flatMap((page) =>
+      [...readFileSync(page, 'utf8').matchAll(/\]\(([^)#\s]+)(?:#[^)]*)?\)/g)]
+        .map((m) => m[1] as string)
+        .filter((target) => !/^[a-z]+:/.test(target))
+        .filter((target) => !existsSync(join(dirname(page), target)))
+        .map((target) => `${page} -> ${target}`),
+    );
+    expect(broken).toEqual([]);
   });
 
   it('when .env.example is loaded as is, then it is a valid development configuration', () => {

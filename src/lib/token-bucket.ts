@@ -43,9 +43,9 @@ export function decide(storedTat: number | undefined, now: number, p: BucketPara
 export const GCRA_COMMAND = 'gcra';
 
 /**
- * The same decision, atomically in Redis, for one key (one client): one script call per request, so
- * it runs on Redis Cluster. KEYS[1] is the client's bucket; ARGV is interval (ms) and burst. The clock
- * is Redis' own TIME, one for every instance. Returns {allowed (1/0), remaining, ttl ms}. The key
+ * The same decision, atomically in Redis: one script call per request on the client's one key, the
+ * shape Redis Cluster needs. KEYS[1] is the bucket; ARGV is interval (ms) and burst. The clock is
+ * Redis' own TIME, one for every instance. Returns {allowed (1/0), remaining, ttl ms}. The key
  * always has a TTL: it lives only until the bucket would be full again.
  */
 export const GCRA_LUA = `
