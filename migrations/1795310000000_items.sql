@@ -15,20 +15,5 @@ CREATE INDEX items_owner_created_idx ON items (owner, created_at, id);
 -- ?tag= filter.
 CREATE INDEX items_tags_idx ON items USING gin (tags);
 
--- POST /v1/items with Idempotency-Key: the first response, replayed for 24 h.
-CREATE TABLE idempotency_keys (
-  owner         text NOT NULL,
-  key           text NOT NULL,
-  request_hash  bytea NOT NULL,
-  status_code   integer,
-  response      jsonb,
-  location      text,
-  created_at    timestamptz NOT NULL DEFAULT now(),
-  expires_at    timestamptz NOT NULL,
-  PRIMARY KEY (owner, key)
-);
-CREATE INDEX idempotency_keys_expires_idx ON idempotency_keys (expires_at);
-
 -- Down Migration
-DROP TABLE idempotency_keys;
 DROP TABLE items;

@@ -14,6 +14,7 @@ import itemsRoutes from './modules/items/items-routes.ts';
 import auth from './plugins/auth.ts';
 import cache from './plugins/cache.ts';
 import errorHandler from './plugins/error-handler.ts';
+import idempotency from './plugins/idempotency.ts';
 import metrics, { metricsRoutes } from './plugins/metrics.ts';
 import openapi, { openapiRoutes } from './plugins/openapi.ts';
 import postgres, { openDatabase } from './plugins/postgres.ts';
@@ -84,6 +85,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(pubsub);
   await app.register(metrics);
   await app.register(auth);
+  // Route options switched on per route (config.idempotency, config.cache). Idempotency before cache:
+  // an idempotent write commits in its onSend hook, and only then is the cache invalidated.
+  await app.register(idempotency);
   await app.register(cache);
 
   // 3. Edge: security headers, CORS, load shedding, rate limiting, errors as problem+json, OpenAPI.
@@ -113,13 +117,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(openapiRoutes);
   await app.register(jwksRoutes);
 
-  // 5. /v1: every route authenticated (then rate limited), guards declared per route with requireScope.
+  // 5. /v1: every route authenticated (then rate limited) and documented as such; guards declared
+  //    per route with requireScope.
   await app.register(
     async (v1) => {
-      v1.addHook('onRequest', async (request, reply) => {
-        await v1.auth.authenticate(request);
-        reply.header('cache-control', 'private'); // per-principal: shared caches must not keep it
-      });
+      v1.auth.protect(v1);
       await v1.register(authRoutes);
       await v1.register(apiKeysRoutes);
       await v1.register(itemsRoutes);

@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.ts';
@@ -38,7 +39,7 @@ describe('auth: API keys', () => {
   let reader: { id: string; key: string };
   beforeAll(async () => {
     t = await buildTestApp();
-    reader = await createKey(t.app, ['items:read'], { subject: 'reader' });
+    reader = await createKey(t.app, [], { subject: 'reader' });
   });
   afterAll(() => t.close());
 
@@ -51,7 +52,7 @@ describe('auth: API keys', () => {
       expect(res.status).toBe(200);
       expect(res.body).toEqual({
         subject: 'reader',
-        scopes: ['items:read'],
+        scopes: [],
         kind: 'api_key',
         keyId: reader.id,
       });
@@ -116,7 +117,7 @@ describe('auth: API keys', () => {
   });
 
   it('when a key has expired, then 401', async () => {
-    const expired = await createKey(t.app, ['items:read'], { expiresAt: new Date(Date.now() - 1000) });
+    const expired = await createKey(t.app, [], { expiresAt: new Date(Date.now() - 1000) });
     expect((await request(t.app.server).get('/v1/me').set('x-api-key', expired.key)).status).toBe(401);
   });
 
@@ -145,7 +146,7 @@ describe('auth: admin endpoints for API keys', () => {
   beforeAll(async () => {
     t = await buildTestApp();
     admin = await createKey(t.app, ['admin'], { subject: 'root' });
-    reader = await createKey(t.app, ['items:read']);
+    reader = await createKey(t.app, []);
   });
   afterAll(() => t.close());
 
@@ -154,14 +155,14 @@ describe('auth: admin endpoints for API keys', () => {
       .post('/v1/api-keys')
       .set('x-api-key', admin.key)
       .set('x-request-id', 'create-key-1')
-      .send({ name: 'ci', subject: 'ci-bot', scopes: ['items:read', 'items:write'], expiresInDays: 30 });
+      .send({ name: 'ci', subject: 'ci-bot', scopes: ['admin'], expiresInDays: 30 });
     expect(res.status).toBe(201);
     expect(res.headers.location).toBe(`/v1/api-keys/${res.body.id}`);
     expect(res.headers['cache-control']).toBe('no-store');
     expect(res.body).toMatchObject({
       name: 'ci',
       subject: 'ci-bot',
-      scopes: ['items:read', 'items:write'],
+      scopes: ['admin'],
       revokedAt: null,
     });
     expect(res.body.key).toMatch(new RegExp(`^sk_${res.body.id}_[A-Za-z0-9_-]{43}$`));
@@ -189,7 +190,7 @@ describe('auth: admin endpoints for API keys', () => {
   });
 
   it('when keys are listed in pages, then every key is visited once', async () => {
-    for (let i = 0; i < 5; i++) await createKey(t.app, ['items:read']);
+    for (let i = 0; i < 5; i++) await createKey(t.app, []);
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
@@ -232,8 +233,20 @@ describe('auth: admin endpoints for API keys', () => {
     expect(res.body.errors.map((e: { path: string }) => e.path).sort()).toEqual(['/', '/name', '/scopes/0']);
   });
 
+  it('when a key is created with a scope src/scopes.ts does not declare, then 400 naming the field', async () => {
+    const res = await request(t.app.server)
+      .post('/v1/api-keys')
+      .set('x-api-key', admin.key)
+      .send({ name: 'typo', scopes: ['admin', 'admn'] });
+    expect(res.status).toBe(400);
+    expect(res.headers['content-type']).toBe('application/problem+json; charset=utf-8');
+    expect(res.body.errors.map((e: { path: string }) => e.path)).toEqual(['/scopes/1']);
+    const { rows } = await t.app.db.query(`SELECT id FROM api_keys WHERE name = 'typo'`);
+    expect(rows).toEqual([]);
+  });
+
   it('when a key is revoked, then it stops working, a second revoke is 404 and the audit log has it', async () => {
-    const victim = await createKey(t.app, ['items:read']);
+    const victim = await createKey(t.app, []);
     expect((await request(t.app.server).get('/v1/me').set('x-api-key', victim.key)).status).toBe(200);
     expect(
       (await request(t.app.server).delete(`/v1/api-keys/${victim.id}`).set('x-api-key', admin.key)).status,
@@ -263,7 +276,7 @@ describe('auth: revocation reaches every instance', () => {
     const b = await buildTestApp({ db, redisPrefix: prefix });
     try {
       const admin = await createKey(a.app, ['admin']);
-      const victim = await createKey(a.app, ['items:read']);
+      const victim = await createKey(a.app, []);
       expect((await request(b.app.server).get('/v1/me').set('x-api-key', victim.key)).status).toBe(200);
       await request(a.app.server).delete(`/v1/api-keys/${victim.id}`).set('x-api-key', admin.key).expect(204);
       const started = Date.now();
@@ -286,7 +299,7 @@ describe('auth: revocation reaches every instance', () => {
     const b = await buildTestApp({ db, redis: false, env: { API_KEY_CACHE_TTL_MS: '300' } });
     try {
       const admin = await createKey(a.app, ['admin']);
-      const victim = await createKey(a.app, ['items:read']);
+      const victim = await createKey(a.app, []);
       expect((await request(b.app.server).get('/v1/me').set('x-api-key', victim.key)).status).toBe(200);
       await request(a.app.server).delete(`/v1/api-keys/${victim.id}`).set('x-api-key', admin.key).expect(204);
       await new Promise((r) => setTimeout(r, 350));
@@ -332,7 +345,7 @@ describe('auth: revocation reaches every instance', () => {
 
   it('when a key is used, then last_used_at is written in batches, not per request', async () => {
     const t = await buildTestApp({ db, redis: false });
-    const key = await createKey(t.app, ['items:read']);
+    const key = await createKey(t.app, []);
     for (let i = 0; i < 3; i++)
       await request(t.app.server).get('/v1/me').set('x-api-key', key.key).expect(200);
     const before = await t.app.db.query('SELECT last_used_at FROM api_keys WHERE id = $1', [key.id]);
@@ -352,7 +365,7 @@ describe('auth: JWT (HS256)', () => {
   let key: { id: string; key: string };
   beforeAll(async () => {
     t = await buildTestApp();
-    key = await createKey(t.app, ['items:read', 'items:write'], { subject: 'dave' });
+    key = await createKey(t.app, ['admin'], { subject: 'dave' });
   });
   afterAll(() => t.close());
 
@@ -362,25 +375,36 @@ describe('auth: JWT (HS256)', () => {
     const res = await request(t.app.server)
       .post('/v1/auth/token')
       .set('x-api-key', key.key)
-      .send({ scopes: ['items:read'] });
+      .send({ scopes: [] });
     expect(res.status).toBe(200);
     expect(res.headers['cache-control']).toBe('no-store');
-    expect(res.body).toMatchObject({ token_type: 'Bearer', expires_in: 900, scope: 'items:read' });
+    expect(res.body).toMatchObject({ token_type: 'Bearer', expires_in: 900, scope: '' });
     const claims = JSON.parse(Buffer.from(res.body.access_token.split('.')[1], 'base64url').toString());
     expect(claims.exp - claims.iat).toBe(900);
     expect(claims).toMatchObject({ sub: 'dave', akid: key.id, iss: 'api-service', aud: 'api' });
     const who = await me(res.body.access_token);
-    expect(who.body).toEqual({ subject: 'dave', scopes: ['items:read'], kind: 'jwt', keyId: key.id });
+    expect(who.body).toEqual({ subject: 'dave', scopes: [], kind: 'jwt', keyId: key.id });
     const { rows } = await t.app.db.query(`SELECT action FROM audit_log WHERE api_key_id = $1`, [key.id]);
     expect(rows.map((r) => r.action)).toContain('token.issued');
   });
 
   it('when the exchange asks for a scope the key lacks, then 403 and no token', async () => {
+    const scopeless = await createKey(t.app, []);
+    const res = await request(t.app.server)
+      .post('/v1/auth/token')
+      .set('x-api-key', scopeless.key)
+      .send({ scopes: ['admin'] });
+    expect(res.status).toBe(403);
+    expect(res.body.access_token).toBeUndefined();
+  });
+
+  it('when the exchange asks for an undeclared scope, then 400, not a 403 that hides the typo', async () => {
     const res = await request(t.app.server)
       .post('/v1/auth/token')
       .set('x-api-key', key.key)
-      .send({ scopes: ['items:read', 'admin'] });
-    expect(res.status).toBe(403);
+      .send({ scopes: ['admn'] });
+    expect(res.status).toBe(400);
+    expect(res.body.errors.map((e: { path: string }) => e.path)).toEqual(['/scopes/0']);
     expect(res.body.access_token).toBeUndefined();
   });
 
@@ -420,11 +444,11 @@ describe('auth: JWT (HS256)', () => {
   });
 
   it('when a token is verified repeatedly, then the same principal is served', async () => {
-    const token = signToken(t.app, { sub: 'erin', scope: 'items:read items:write' });
+    const token = signToken(t.app, { sub: 'erin', scope: 'openid profile' });
     for (let i = 0; i < 3; i++)
       expect((await me(token)).body).toEqual({
         subject: 'erin',
-        scopes: ['items:read', 'items:write'],
+        scopes: ['openid', 'profile'],
         kind: 'jwt',
         keyId: null,
       });
@@ -463,7 +487,7 @@ describe('auth: JWT (HS256)', () => {
 
   it('when the API key a token was minted from is revoked, then the token stops working too', async () => {
     const admin = await createKey(t.app, ['admin']);
-    const parent = await createKey(t.app, ['items:read']);
+    const parent = await createKey(t.app, []);
     const res = await request(t.app.server).post('/v1/auth/token').set('x-api-key', parent.key).send({});
     const token = res.body.access_token;
     expect((await me(token)).status).toBe(200);
@@ -483,7 +507,7 @@ describe('auth: HS256 secret rotation', () => {
     const db = await createTestDatabase();
     const replica = (env: Record<string, string>) => buildTestApp({ db, redis: false, env });
     const tokenFrom = async (t: TestApp) => {
-      const k = await createKey(t.app, ['items:read']);
+      const k = await createKey(t.app, []);
       return (await request(t.app.server).post('/v1/auth/token').set('x-api-key', k.key).send({})).body
         .access_token as string;
     };
@@ -539,7 +563,7 @@ describe('auth: JWT with asymmetric keys and rotation', () => {
     });
     let oldToken: string;
     try {
-      const k = await createKey(before.app, ['items:read']);
+      const k = await createKey(before.app, []);
       oldToken = (await request(before.app.server).post('/v1/auth/token').set('x-api-key', k.key).send({}))
         .body.access_token;
       expect(
@@ -576,7 +600,7 @@ describe('auth: JWT with asymmetric keys and rotation', () => {
       expect(
         (await request(after.app.server).get('/v1/me').set('authorization', `Bearer ${oldToken}`)).status,
       ).toBe(200);
-      const k = await createKey(after.app, ['items:read']);
+      const k = await createKey(after.app, []);
       const fresh = (await request(after.app.server).post('/v1/auth/token').set('x-api-key', k.key).send({}))
         .body.access_token;
       expect(JSON.parse(Buffer.from(fresh.split('.')[0], 'base64url').toString()).kid).toBe(
@@ -614,7 +638,7 @@ describe('auth: JWT with asymmetric keys and rotation', () => {
       env: { JWT_ALGORITHM: 'ES256', JWT_PRIVATE_KEY_FILE: write('ec.pem', k.privatePem) },
     });
     try {
-      const key = await createKey(t.app, ['items:read']);
+      const key = await createKey(t.app, []);
       const token = (await request(t.app.server).post('/v1/auth/token').set('x-api-key', key.key).send({}))
         .body.access_token;
       expect(JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString()).alg).toBe('ES256');
@@ -623,6 +647,32 @@ describe('auth: JWT with asymmetric keys and rotation', () => {
       );
     } finally {
       await t.close();
+    }
+  });
+});
+
+describe('auth: scopes are declared once', () => {
+  it('when a route guards on a scope src/scopes.ts does not declare, then the app refuses to start', async () => {
+    const db = await createTestDatabase();
+    let app: FastifyInstance | undefined;
+    try {
+      const started = buildTestApp({
+        db,
+        redis: false,
+        extend(instance) {
+          app = instance;
+          instance.register(async (context) => {
+            // tsc refuses the typo; a JS caller or a cast gets past that, and start-up must refuse it too.
+            // @ts-expect-error 'admn' is not in SCOPES (src/scopes.ts)
+            const guard = context.requireScope('admn');
+            context.get('/v1/typo', { preHandler: guard }, async () => ({}));
+          });
+        },
+      });
+      await expect(started).rejects.toThrow('unknown scope "admn"');
+    } finally {
+      await app?.close();
+      await db.drop();
     }
   });
 });

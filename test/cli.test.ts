@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SCOPES } from '../src/scopes.ts';
 import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.ts';
 import { TEST_REDIS_URL } from './helpers/env.ts';
 
@@ -33,15 +34,11 @@ describe('auth CLI against the real database', () => {
   });
 
   it('when a key is created, then it is printed once on stdout and works; revoking it stops it at once', async () => {
-    const created = cli(
-      'auth',
-      ['create-api-key', '--name', 'ci', '--scopes', 'items:read,items:write'],
-      env,
-    );
+    const created = cli('auth', ['create-api-key', '--name', 'ci', '--scopes', 'admin'], env);
     expect(created.code).toBe(0);
     expect(created.stdout).toMatch(/^sk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
     const me = await request(t.app.server).get('/v1/me').set('x-api-key', created.stdout);
-    expect(me.body).toMatchObject({ subject: 'ci', scopes: ['items:read', 'items:write'], kind: 'api_key' });
+    expect(me.body).toMatchObject({ subject: 'ci', scopes: ['admin'], kind: 'api_key' });
 
     const id = me.body.keyId as string;
     const revoked = cli('auth', ['revoke-api-key', id], env);
@@ -52,10 +49,10 @@ describe('auth CLI against the real database', () => {
   });
 
   it('when a token is generated for local testing, then the server accepts it', async () => {
-    const out = cli('auth', ['generate-jwt-token', '--sub', 'alice', '--scopes', 'items:read'], env);
+    const out = cli('auth', ['generate-jwt-token', '--sub', 'alice', '--scopes', 'admin'], env);
     expect(out.code).toBe(0);
     const me = await request(t.app.server).get('/v1/me').set('authorization', `Bearer ${out.stdout}`);
-    expect(me.body).toEqual({ subject: 'alice', scopes: ['items:read'], kind: 'jwt', keyId: null });
+    expect(me.body).toEqual({ subject: 'alice', scopes: ['admin'], kind: 'jwt', keyId: null });
   });
 
   it('when a JWT secret is generated, then it is 64 base64url characters (48 random bytes)', () => {
@@ -63,6 +60,20 @@ describe('auth CLI against the real database', () => {
     const b = cli('auth', ['generate-jwt-secret'], {});
     expect(a.stdout).toMatch(/^[A-Za-z0-9_-]{64}$/);
     expect(a.stdout).not.toBe(b.stdout);
+  });
+
+  it('when a scope is not declared in src/scopes.ts, then it exits 2 naming it and creates nothing', async () => {
+    for (const command of [
+      ['create-api-key', '--name', 'typo', '--scopes', 'admin,admn'],
+      ['generate-jwt-token', '--sub', 'typo', '--scopes', 'admin,admn'],
+    ]) {
+      const out = cli('auth', command, env);
+      expect(out.code).toBe(2);
+      expect(out.stderr).toContain(`unknown scope: admn (known: ${SCOPES.join(', ')})`);
+      expect(out.stdout).toBe('');
+    }
+    const { rows } = await t.app.db.query(`SELECT id FROM api_keys WHERE name = 'typo'`);
+    expect(rows).toEqual([]);
   });
 
   it('when arguments are missing or invalid, then it exits 2 with usage', () => {

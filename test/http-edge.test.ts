@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import request from 'supertest';
@@ -217,6 +218,31 @@ describe('http edge', () => {
       expect(res.status).toBe(200);
       expect(res.body.openapi).toBe('3.1.0');
       expect(Object.keys(res.body.paths)).toEqual(expect.arrayContaining(['/health', '/ready']));
+    });
+
+    it('when /openapi.json is fetched, then every /v1 operation declares its security (derived, never by hand) and public ones none', async () => {
+      const paths = (await request(t.app.server).get('/openapi.json')).body.paths as Record<
+        string,
+        Record<string, { security?: unknown }>
+      >;
+      const operations = Object.entries(paths).flatMap(([path, ops]) =>
+        Object.entries(ops).map(([method, op]) => ({ path, method, security: op.security })),
+      );
+      const authenticated = operations.filter((o) => o.path.startsWith('/v1/'));
+      expect(authenticated.length).toBeGreaterThan(5);
+      for (const o of authenticated)
+        expect(o, `${o.method} ${o.path}`).toMatchObject({ security: [{ bearerAuth: [] }, { apiKey: [] }] });
+      for (const o of operations.filter((op) => !op.path.startsWith('/v1/')))
+        expect(o.security, `${o.method} ${o.path}`).toBeUndefined();
+      // Routes do not repeat it: the only place it is written is the auth plugin.
+      const routes = readdirSync(new URL('../src/modules', import.meta.url), {
+        recursive: true,
+        encoding: 'utf8',
+      });
+      for (const file of routes.filter((f) => f.endsWith('-routes.ts')))
+        expect(readFileSync(new URL(`../src/modules/${file}`, import.meta.url), 'utf8')).not.toMatch(
+          /\bsecurity\b/,
+        );
     });
 
     it('when an allowed origin calls, then CORS headers allow it; another origin gets none', async () => {

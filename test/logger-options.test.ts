@@ -120,7 +120,7 @@ describe('log redaction (REDACT_PATHS)', () => {
 
   it('when a line holds none of the redacted paths, then it is written as logged (no scan by field name)', () => {
     const { logger, lines } = capture();
-    const line = { method: 'GET', url: '/v1/items', statusCode: 200, upstream: { authorization: 'kept' } };
+    const line = { method: 'GET', url: '/v1/notes', statusCode: 200, upstream: { authorization: 'kept' } };
     logger.info(line, 'request completed');
     expect(lines[0]).toMatchObject(line);
   });

@@ -127,7 +127,7 @@ describe('rate limiting over shared Redis', () => {
     const env = { RATE_LIMIT_MAX_REQUESTS: '100', RATE_LIMIT_WINDOW_MS: '3600000' };
     const apps = await Promise.all([0, 1, 2].map(() => buildTestApp({ db, redisPrefix: prefix, env })));
     try {
-      const { key } = await createKey(apps[0]!.app, ['items:read']);
+      const { key } = await createKey(apps[0]!.app, []);
       const statuses = await Promise.all(
         Array.from({ length: 200 }, (_, i) =>
           request(apps[i % 3]!.app.server)
@@ -165,8 +165,8 @@ describe('rate limiting over shared Redis', () => {
     afterAll(() => t.close());
 
     it("when one principal exhausts its bucket, then another principal's is untouched", async () => {
-      const a = await createKey(t.app, ['items:read']);
-      const b = await createKey(t.app, ['items:read']);
+      const a = await createKey(t.app, []);
+      const b = await createKey(t.app, []);
       const statusesA = [];
       for (let i = 0; i < 4; i++)
         statusesA.push((await request(t.app.server).get('/v1/me').set('x-api-key', a.key)).status);
@@ -183,7 +183,7 @@ describe('rate limiting over shared Redis', () => {
     });
 
     it('when headers are read, then they parse as structured fields and r decreases by one per request', async () => {
-      const k = await createKey(t.app, ['items:read']);
+      const k = await createKey(t.app, []);
       const seen: number[] = [];
       for (let i = 0; i < 3; i++) {
         const res = await request(t.app.server).get('/v1/me').set('x-api-key', k.key);
@@ -203,7 +203,7 @@ describe('rate limiting over shared Redis', () => {
     });
 
     it('when a request is limited, then 429 problem+json with retryAfter and a Retry-After of at least the next token', async () => {
-      const k = await createKey(t.app, ['items:read']);
+      const k = await createKey(t.app, []);
       for (let i = 0; i < 3; i++) await request(t.app.server).get('/v1/me').set('x-api-key', k.key);
       const res = await request(t.app.server).get('/v1/me').set('x-api-key', k.key);
       expect(res.status).toBe(429);
@@ -217,7 +217,7 @@ describe('rate limiting over shared Redis', () => {
     });
 
     it('when a route overrides the limit, then it has its own policy and bucket', async () => {
-      const k = await createKey(t.app, ['items:read']);
+      const k = await createKey(t.app, []);
       const statuses = [];
       for (let i = 0; i < 3; i++) {
         const res = await request(t.app.server).get('/test/strict').set('x-api-key', k.key);
@@ -303,8 +303,8 @@ describe('rate limiting on a Redis of its own (Cluster-ready calls)', () => {
     });
     const admin = new Redis(redis.url);
     try {
-      const a = await createKey(t.app, ['items:read']);
-      const b = await createKey(t.app, ['items:read']);
+      const a = await createKey(t.app, []);
+      const b = await createKey(t.app, []);
       await admin.config('RESETSTAT');
       const statuses = await Promise.all(
         Array.from({ length: 30 }, (_, i) =>
@@ -347,7 +347,7 @@ describe('rate limiting when Redis dies and returns', () => {
       env: { REDIS_URL: redis.url, RATE_LIMIT_MAX_REQUESTS: '100000', RATE_LIMIT_WINDOW_MS: '1000' },
     });
     try {
-      const { key } = await createKey(t.app, ['items:read']);
+      const { key } = await createKey(t.app, []);
       const timings: { status: number; ms: number }[] = [];
       const hit = async () => {
         const started = performance.now();
@@ -392,7 +392,7 @@ describe('rate limiting switched off', () => {
       env: { RATE_LIMIT_ENABLED: 'false', RATE_LIMIT_MAX_REQUESTS: '1' },
     });
     try {
-      const key = await createKey(t.app, ['items:read']);
+      const key = await createKey(t.app, []);
       for (let i = 0; i < 3; i++) {
         const res = await request(t.app.server).get('/v1/me').set('x-api-key', key.key);
         expect(res.status).toBe(200);

@@ -6,10 +6,10 @@ import pg from 'pg';
 import { loadConfig, loadDotEnv } from '../config.ts';
 import { loadJwtKeys } from '../lib/jwt-keys.ts';
 import { migrate } from '../lib/migrations.ts';
-import { Scope } from '../lib/validation.ts';
 import { createApiKeysRepository } from '../modules/api-keys/api-keys-repository.ts';
 import { issueApiKey } from '../modules/api-keys/api-keys-service.ts';
-import { createAuditRepository } from '../modules/audit/audit-repository.ts';
+import { createAuditRepository } from '../plugins/auth/audit.ts';
+import { isScope, SCOPES, type Scope } from '../scopes.ts';
 import { cliContext, fail, parseArgs } from './cli-context.ts';
 
 const USAGE = `usage:
@@ -18,13 +18,15 @@ const USAGE = `usage:
   npm run auth:generate-jwt-secret
   npm run auth:generate-jwt-token -- --sub <subject> --scopes a,b [--expires-in 15m]`;
 
-function scopesArg(value: string | undefined): string[] {
-  const scopes = (value ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
+function scopesArg(value: string | undefined): Scope[] {
+  const scopes: Scope[] = [];
+  for (const raw of (value ?? '').split(',')) {
+    const s = raw.trim();
+    if (s === '') continue;
+    if (!isScope(s)) fail(`unknown scope: ${s} (known: ${SCOPES.join(', ')})`, 2);
+    scopes.push(s);
+  }
   if (scopes.length === 0) fail(`--scopes is required\n${USAGE}`, 2);
-  for (const s of scopes) if (!Scope.safeParse(s).success) fail(`invalid scope: ${s}`, 2);
   return scopes;
 }
 

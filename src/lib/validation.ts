@@ -1,5 +1,6 @@
-// Owns reusable zod building blocks for request schemas: bounded text without NUL bytes, scopes.
+// Owns reusable zod building blocks for request schemas: bounded text without NUL bytes, declared scopes.
 import { z } from 'zod';
+import { SCOPES } from '../scopes.ts';
 
 /** Bounded text; NUL bytes are rejected (PostgreSQL text cannot store them, and they hide in logs). */
 export const text = (min: number, max: number) =>
@@ -9,10 +10,7 @@ export const text = (min: number, max: number) =>
     .max(max)
     .refine((s) => !s.includes('\u0000'), 'must not contain NUL bytes');
 
-/** `admin`, `items:read`: lowercase words, optionally `resource:action`. */
-export const Scope = z
-  .string()
-  .max(64)
-  .regex(/^[a-z][a-z0-9_-]*(:[a-z][a-z0-9_-]*)?$/, 'must look like resource:action');
+/** One of the scopes declared in src/scopes.ts: an unknown one is a 400, never a key that grants nothing. */
+export const Scope = z.enum(SCOPES);
 
 export const Scopes = z.array(Scope).max(50);

@@ -12,12 +12,19 @@ import { Counter } from 'prom-client';
 import { matches } from '../lib/etag.ts';
 import { appendRouteHook } from '../lib/route-hooks.ts';
 
-export interface RouteCacheOptions {
-  /** Seconds; CACHE_DEFAULT_TTL when absent. */
-  ttl?: number;
-  /** What a write invalidates, e.g. `items:<owner>`. Keys also always include the principal. */
-  tag(request: FastifyRequest): string;
-}
+/**
+ * A GET route's responses are cached under a tag; a write route declares the tag it invalidates
+ * (once it succeeds, before its response leaves), e.g. `items:<owner>`. Declare one function and use
+ * it on both, so they cannot drift apart.
+ */
+export type RouteCacheOptions =
+  | {
+      tag(request: FastifyRequest): string;
+      /** Seconds; CACHE_DEFAULT_TTL when absent. */
+      ttl?: number;
+    }
+  | { invalidates(request: FastifyRequest): string };
+type CachedRoute = Extract<RouteCacheOptions, { tag: unknown }>;
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -117,7 +124,7 @@ async function cachePlugin(app: FastifyInstance) {
 
   // Built per route, with the route's options bound: no routeOptions getter on the hot path.
   const lookupFor =
-    (options: RouteCacheOptions): preHandlerHookHandler =>
+    (options: CachedRoute): preHandlerHookHandler =>
     async (request, reply) => {
       const principal = request.principal;
       // Authentication and authorization ran before this hook; no principal, no cache.
@@ -216,8 +223,19 @@ async function cachePlugin(app: FastifyInstance) {
   };
 
   app.addHook('onRoute', (route) => {
-    if (!route.config?.cache || route.method !== 'GET') return;
-    appendRouteHook(route, 'preHandler', lookupFor(route.config.cache as RouteCacheOptions));
+    const options = route.config?.cache;
+    if (options === undefined) return;
+    if ('invalidates' in options) {
+      const tagOf = options.invalidates;
+      // After the route's own onSend hooks (an idempotent write commits there first).
+      appendRouteHook(route, 'onSend', async (request, reply, payload) => {
+        if (reply.statusCode >= 200 && reply.statusCode < 300) await invalidate(tagOf(request));
+        return payload;
+      });
+      return;
+    }
+    if (route.method !== 'GET') return; // (and its HEAD twin, which Fastify adds with the same config)
+    appendRouteHook(route, 'preHandler', lookupFor(options));
     appendRouteHook(route, 'onSend', store);
     appendRouteHook(route, 'onResponse', (request, _reply, done) => {
       release(request);

@@ -1,15 +1,31 @@
-// Owns the PostgreSQL pool (app.db) and opening the database: DATABASE_URL or the embedded default, migrated on start.
+// Owns the PostgreSQL pool (app.db, app.withTransaction, request.db) and opening the database:
+// DATABASE_URL or the embedded default, migrated on start.
 import { readFileSync } from 'node:fs';
-import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import pg from 'pg';
 import type { Config } from '../config.ts';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from '../lib/embedded-postgres.ts';
 import { migrate } from '../lib/migrations.ts';
+import { type Transaction, withTransaction } from '../lib/transaction.ts';
+
+/** What a repository runs its statements on: the pool, or one transaction's connection. */
+export type Queryable = pg.Pool | pg.PoolClient;
 
 declare module 'fastify' {
   interface FastifyInstance {
     db: pg.Pool;
+    /** Runs `fn` in one transaction: committed when it resolves, rolled back when it throws. */
+    withTransaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+  }
+  interface FastifyRequest {
+    /**
+     * Where this request's writes go: the transaction a plugin opened for it (an idempotent
+     * route's, which commits with the stored response), else the pool.
+     */
+    readonly db: Queryable;
+    /** Set by a plugin that wraps the request in a transaction (see plugins/idempotency.ts). */
+    transaction: Transaction | null;
   }
 }
 
@@ -90,6 +106,15 @@ async function postgresPlugin(app: FastifyInstance, { database }: { database: Da
   // An idle client dropped by the server emits here; without a listener it would crash the process.
   pool.on('error', (err) => app.log.warn({ err }, 'idle postgres connection failed'));
   app.decorate('db', pool);
+  app.decorate('withTransaction', <T>(fn: (client: pg.PoolClient) => Promise<T>) =>
+    withTransaction(pool, fn),
+  );
+  app.decorateRequest('transaction', null);
+  app.decorateRequest('db', {
+    getter(this: FastifyRequest): Queryable {
+      return this.transaction?.client ?? pool;
+    },
+  });
 
   app.addHook('onClose', async () => {
     await pool.end();

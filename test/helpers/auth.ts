@@ -4,10 +4,11 @@ import { createSigner } from 'fast-jwt';
 import type { FastifyInstance } from 'fastify';
 import { createApiKeysRepository } from '../../src/modules/api-keys/api-keys-repository.ts';
 import { issueApiKey } from '../../src/modules/api-keys/api-keys-service.ts';
+import type { Scope } from '../../src/scopes.ts';
 
 export async function createKey(
   app: FastifyInstance,
-  scopes: string[],
+  scopes: Scope[],
   options: { subject?: string; expiresAt?: Date | null } = {},
 ): Promise<{ id: string; key: string }> {
   const { row, key } = await issueApiKey(createApiKeysRepository(app.db), app.config.API_KEY_PREFIX, {
@@ -30,7 +31,7 @@ export function signToken(
     ? claims
     : {
         sub: 'alice',
-        scope: 'items:read',
+        scope: 'openid',
         jti: randomUUID(),
         iss: app.config.JWT_ISSUER,
         aud: app.config.JWT_AUDIENCE,

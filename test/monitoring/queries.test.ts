@@ -141,13 +141,13 @@ describe('the query checker itself', () => {
 
   it('when a query names a metric the app does not export, then it is reported', () => {
     expect(problemsOf('sum(rate(http_request_total[5m]))').join('\n')).toContain('http_request_total');
-    expect(problemsOf('http_request_duration_seconds{route="/v1/items"}').join('\n')).toContain(
+    expect(problemsOf('http_request_duration_seconds{route="/v1/notes"}').join('\n')).toContain(
       'http_request_duration_seconds',
     );
   });
 
   it('when a query names a label where it does not exist, then it is reported, wherever the label appears', () => {
-    expect(problemsOf('http_requests_in_flight{route="/v1/items"}').join()).toContain('no label "route"');
+    expect(problemsOf('http_requests_in_flight{route="/v1/notes"}').join()).toContain('no label "route"');
     expect(problemsOf('sum by (path) (rate(http_requests_total[5m]))').join()).toContain('"path"');
     expect(problemsOf('sum without (state) (redis_up)').join()).toContain('"state"');
     expect(problemsOf('redis_up / on (job, state) app_ready').join()).toContain('on (state)');

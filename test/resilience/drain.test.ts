@@ -28,7 +28,7 @@ describe('graceful drain of a real server process under keep-alive load', () => 
     const port = server.port;
     const token = await mintToken();
     const auth = { authorization: `Bearer ${token}` };
-    const created = await postJson(port, '/v1/items', { name: 'drain' }, auth);
+    const created = await postJson(port, '/v1/api-keys', { name: 'drain', scopes: ['admin'] }, auth);
     expect(created.status).toBe(201);
 
     // Steady keep-alive load, as a load balancer's connection pool would send it.
@@ -38,18 +38,23 @@ describe('graceful drain of a real server process under keep-alive load', () => 
       concurrency: 8,
       maxMs: 10_000,
       agent,
-      next: () => ({ path: `/v1/items/${created.id}`, headers: auth }),
+      // A database read on every request: the pool must keep serving until the last one is answered.
+      next: () => ({ path: '/v1/api-keys?limit=5', headers: auth }),
     });
 
     // A slow upload: headers and half the body now, the rest after the listener has closed.
-    const body = JSON.stringify({ name: 'slow upload', description: 'x'.repeat(200) });
+    const body = JSON.stringify({
+      name: 'slow upload',
+      subject: `uploader-${'x'.repeat(150)}`,
+      scopes: ['admin'],
+    });
     const slow = new Promise<number>((resolve, reject) => {
       const req = http.request(
         {
           host: '127.0.0.1',
           port,
           method: 'POST',
-          path: '/v1/items',
+          path: '/v1/api-keys',
           headers: { ...auth, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
           agent: false,
         },
@@ -104,7 +109,7 @@ async function mintToken(): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return createSigner({ key: DEVELOPMENT_JWT_SECRET, noTimestamp: true })({
     sub: 'drainer',
-    scope: 'items:read items:write',
+    scope: 'admin',
     jti: `drain-${now}`,
     iss: 'api-service',
     aud: 'api',

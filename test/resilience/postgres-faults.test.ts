@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
 import { createKey } from '../helpers/auth.ts';
 import { TEST_PG_ADMIN_URL } from '../helpers/env.ts';
+import { notes } from '../helpers/notes.ts';
 import { type RequestSpec, scale, startLoad } from './load.ts';
 
 const RATE = { RATE_LIMIT_MAX_REQUESTS: '1000000', RATE_LIMIT_WINDOW_MS: '1000' };
@@ -23,8 +24,9 @@ describe('Postgres faults', () => {
   let key: string;
   let port: number;
   beforeAll(async () => {
-    t = await buildTestApp({ env: { ...RATE, DATABASE_POOL_MAX: '6' } });
-    key = (await createKey(t.app, ['items:read', 'items:write'])).key;
+    // notes: a transactional, idempotent write (request.db) as a fork's resource would have one.
+    t = await buildTestApp({ env: { ...RATE, DATABASE_POOL_MAX: '6' }, extend: notes() });
+    key = (await createKey(t.app, ['admin'])).key;
     await t.app.listen({ port: 0, host: '127.0.0.1' });
     port = (t.app.server.address() as { port: number }).port;
   });
@@ -39,11 +41,18 @@ describe('Postgres faults', () => {
         i % 3 === 0
           ? {
               method: 'POST',
-              path: '/v1/items',
+              path: '/v1/notes',
               headers: { 'x-api-key': key, 'idempotency-key': `k-${i}` },
-              body: JSON.stringify({ name: `item ${i}` }),
+              body: JSON.stringify({ name: `note ${i}` }),
             }
-          : { path: '/v1/items?limit=20', headers: { 'x-api-key': key, 'cache-control': 'no-cache' } },
+          : i % 3 === 1
+            ? {
+                method: 'POST',
+                path: '/v1/api-keys',
+                headers: { 'x-api-key': key },
+                body: JSON.stringify({ name: `key ${i}`, scopes: ['admin'] }),
+              }
+            : { path: '/v1/api-keys?limit=20', headers: { 'x-api-key': key } },
     });
     let terminated = 0;
     for (let round = 0; round < scale(3, 15); round++) {
@@ -66,11 +75,14 @@ describe('Postgres faults', () => {
       expect(s.contentType).toContain('application/problem+json');
     }
     // Recovered: the same pool serves again.
-    const after = await request(t.app.server)
-      .get('/v1/items?limit=5')
-      .set('x-api-key', key)
-      .set('cache-control', 'no-cache');
+    const after = await request(t.app.server).get('/v1/api-keys?limit=5').set('x-api-key', key);
     expect(after.status).toBe(200);
+    const write = await request(t.app.server)
+      .post('/v1/notes')
+      .set('x-api-key', key)
+      .set('idempotency-key', 'after-the-faults')
+      .send({ name: 'after' });
+    expect(write.status).toBe(201);
     expect((await request(t.app.server).get('/ready')).status).toBe(200);
     // No leak: the pool never exceeds its size, on either side.
     expect(t.app.db.totalCount).toBeLessThanOrEqual(6);
@@ -88,28 +100,20 @@ describe('Postgres faults', () => {
     const slow = await buildTestApp({ db: t.db, env: { ...RATE, DATABASE_STATEMENT_TIMEOUT_MS: '300' } });
     const locker = new pg.Client({ connectionString: t.db.url });
     try {
-      const { body: item } = await request(slow.app.server)
-        .post('/v1/items')
-        .set('x-api-key', key)
-        .send({ name: 'locked' });
+      const { id } = await createKey(slow.app, ['admin'], { subject: 'locked' });
       await locker.connect();
       await locker.query('BEGIN');
-      await locker.query('SELECT * FROM items WHERE id = $1 FOR UPDATE', [item.id]);
+      await locker.query('SELECT * FROM api_keys WHERE id = $1 FOR UPDATE', [id]);
       const started = Date.now();
-      const blocked = await request(slow.app.server)
-        .patch(`/v1/items/${item.id}`)
-        .set('x-api-key', key)
-        .send({ name: 'x' });
+      // DELETE revokes: an UPDATE of the locked row, which waits on the lock past the timeout.
+      const blocked = await request(slow.app.server).delete(`/v1/api-keys/${id}`).set('x-api-key', key);
       expect(blocked.status).toBe(503);
       expect(blocked.headers['retry-after']).toBeDefined();
       expect(blocked.text).not.toMatch(/canceling statement|timeout/i);
       expect(Date.now() - started).toBeLessThan(2000);
       await locker.query('ROLLBACK');
-      const ok = await request(slow.app.server)
-        .patch(`/v1/items/${item.id}`)
-        .set('x-api-key', key)
-        .send({ name: 'y' });
-      expect(ok.status).toBe(200);
+      const ok = await request(slow.app.server).delete(`/v1/api-keys/${id}`).set('x-api-key', key);
+      expect(ok.status).toBe(204);
     } finally {
       await locker.end();
       await slow.close();

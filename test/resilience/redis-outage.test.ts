@@ -2,6 +2,7 @@ import request from 'supertest';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildTestApp } from '../helpers/app.ts';
 import { createKey } from '../helpers/auth.ts';
+import { notes } from '../helpers/notes.ts';
 import { type RedisServer, startRedisServer } from '../helpers/redis-server.ts';
 import { type RequestSpec, scale, startLoad } from './load.ts';
 
@@ -19,11 +20,12 @@ describe('Redis outage under load', () => {
         RATE_LIMIT_MAX_REQUESTS: '1000000',
         RATE_LIMIT_WINDOW_MS: '1000',
       },
+      extend: notes(),
     });
     try {
-      const { key } = await createKey(t.app, ['items:read', 'items:write']);
-      const { body: item } = await request(t.app.server)
-        .post('/v1/items')
+      const { key } = await createKey(t.app, ['admin']);
+      const { body: note } = await request(t.app.server)
+        .post('/v1/notes')
         .set('x-api-key', key)
         .send({ name: 'outage' });
       await t.app.listen({ port: 0, host: '127.0.0.1' });
@@ -38,11 +40,11 @@ describe('Redis outage under load', () => {
           i % 4 === 0
             ? {
                 method: 'PATCH',
-                path: `/v1/items/${item.id}`,
+                path: `/v1/notes/${note.id}`,
                 headers: { 'x-api-key': key },
                 body: JSON.stringify({ name: `n${i}` }),
               }
-            : { path: i % 2 ? `/v1/items/${item.id}` : '/v1/items?limit=5', headers: { 'x-api-key': key } },
+            : { path: i % 2 ? `/v1/notes/${note.id}` : '/v1/notes?limit=5', headers: { 'x-api-key': key } },
       });
       await new Promise((r) => setTimeout(r, 700));
       await server.kill();
@@ -77,7 +79,7 @@ describe('Redis outage under load', () => {
       expect(metrics).toContain('redis_up 1');
       await new Promise((r) => setTimeout(r, 1100)); // past the readiness cache
       expect((await request(t.app.server).get('/ready')).body.checks.redis).toBe('ok');
-      const read = await request(t.app.server).get(`/v1/items/${item.id}`).set('x-api-key', key);
+      const read = await request(t.app.server).get(`/v1/notes/${note.id}`).set('x-api-key', key);
       expect(read.status).toBe(200);
     } finally {
       await t.close();

@@ -3,12 +3,13 @@ import { describe, expect, it } from 'vitest';
 import { buildTestApp } from '../helpers/app.ts';
 import { createKey, signToken } from '../helpers/auth.ts';
 import { TEST_REDIS_URL } from '../helpers/env.ts';
+import { notes } from '../helpers/notes.ts';
 
 describe('secrets never leak', () => {
   it('when requests carry a bearer token, an API key and a password, then none of them appears in logs, metrics or responses', async () => {
-    const t = await buildTestApp();
+    const t = await buildTestApp({ extend: notes() });
     try {
-      const { key } = await createKey(t.app, ['items:read', 'items:write']);
+      const { key } = await createKey(t.app, ['admin']);
       const token = signToken(t.app, { sub: 'leaky' });
       const password = 'correct-horse-battery-staple-42';
       const bodies: string[] = [];
@@ -19,11 +20,11 @@ describe('secrets never leak', () => {
       collect(await request(t.app.server).get('/v1/me').set('authorization', `Bearer ${token}`));
       collect(await request(t.app.server).get('/v1/me').set('x-api-key', key));
       collect(
-        await request(t.app.server).post('/v1/items').set('x-api-key', key).send({ name: 'x', password }),
+        await request(t.app.server).post('/v1/notes').set('x-api-key', key).send({ name: 'x', password }),
       );
       collect(
         await request(t.app.server)
-          .post('/v1/items')
+          .post('/v1/notes')
           .set('x-api-key', key)
           .send({ name: 'x', secret: password, token }),
       );

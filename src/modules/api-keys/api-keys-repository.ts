@@ -1,4 +1,4 @@
-// Owns the api_keys table: parameterised SQL only.
+// Owns the admin SQL of the api_keys table (insert, list, revoke); verification's is in plugins/auth/.
 import type { Pool } from 'pg';
 
 export interface ApiKeyRow {
@@ -12,10 +12,6 @@ export interface ApiKeyRow {
   expiresAt: Date | null;
   lastUsedAt: Date | null;
   revokedAt: Date | null;
-}
-
-export interface ApiKeyWithHash extends ApiKeyRow {
-  secretHash: Buffer;
 }
 
 const COLUMNS = `id, created_at::text AS "cursorAt", name, subject, scopes, created_at AS "createdAt", expires_at AS "expiresAt",
@@ -37,15 +33,6 @@ export function createApiKeysRepository(db: Pool) {
         [key.id, key.name, key.subject, key.scopes, key.secretHash, key.expiresAt],
       );
       return rows[0] as ApiKeyRow;
-    },
-
-    /** For verification: includes the hash. */
-    async findForVerification(id: string): Promise<ApiKeyWithHash | null> {
-      const { rows } = await db.query<ApiKeyWithHash>(
-        `SELECT ${COLUMNS}, secret_hash AS "secretHash" FROM api_keys WHERE id = $1`,
-        [id],
-      );
-      return rows[0] ?? null;
     },
 
     /** Newest first; keyset pagination on (created_at, id). */
@@ -70,16 +57,6 @@ export function createApiKeysRepository(db: Pool) {
         [id],
       );
       return rows[0] ?? null;
-    },
-
-    /** One statement for every key used since the last flush (never one write per request). */
-    async touchLastUsed(entries: { id: string; at: Date }[]): Promise<void> {
-      if (entries.length === 0) return;
-      await db.query(
-        `UPDATE api_keys AS k SET last_used_at = GREATEST(k.last_used_at, u.at)
-         FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE k.id = u.id`,
-        [entries.map((e) => e.id), entries.map((e) => e.at)],
-      );
     },
   };
 }

@@ -3,7 +3,6 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { decodeCursor, encodeCursor, PG_TIMESTAMPTZ } from '../../lib/cursor.ts';
 import { notFound } from '../../lib/problem.ts';
-import { security } from '../../plugins/openapi.ts';
 import { createApiKeysRepository } from './api-keys-repository.ts';
 import {
   ApiKeyIdParams,
@@ -23,7 +22,7 @@ export default async function apiKeysRoutes(fastify: FastifyInstance) {
     '/api-keys',
     {
       preHandler: admin,
-      schema: { tags: ['api-keys'], security, body: CreateApiKeyBody, response: { 201: CreatedApiKey } },
+      schema: { tags: ['api-keys'], body: CreateApiKeyBody, response: { 201: CreatedApiKey } },
     },
     async (request, reply) => {
       const principal = request.principal!;
@@ -49,7 +48,7 @@ export default async function apiKeysRoutes(fastify: FastifyInstance) {
     '/api-keys',
     {
       preHandler: admin,
-      schema: { tags: ['api-keys'], security, querystring: ListApiKeysQuery, response: { 200: ApiKeyList } },
+      schema: { tags: ['api-keys'], querystring: ListApiKeysQuery, response: { 200: ApiKeyList } },
     },
     async (request) => {
       const { limit, cursor } = request.query;
@@ -67,7 +66,7 @@ export default async function apiKeysRoutes(fastify: FastifyInstance) {
 
   app.delete(
     '/api-keys/:id',
-    { preHandler: admin, schema: { tags: ['api-keys'], security, params: ApiKeyIdParams } },
+    { preHandler: admin, schema: { tags: ['api-keys'], params: ApiKeyIdParams } },
     async (request, reply) => {
       const row = await repo.revoke(request.params.id);
       if (row === null) throw notFound('No active API key with this id.');

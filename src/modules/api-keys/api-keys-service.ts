@@ -1,11 +1,12 @@
 // Owns issuing an API key (shared by the admin endpoint and the CLI) and its response shape.
 import { generateApiKey } from '../../lib/api-key.ts';
+import type { Scope } from '../../scopes.ts';
 import type { ApiKeyRow, ApiKeysRepository } from './api-keys-repository.ts';
 
 export interface NewApiKey {
   name: string;
   subject: string;
-  scopes: string[];
+  scopes: Scope[];
   expiresAt: Date | null;
 }
 

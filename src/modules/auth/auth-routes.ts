@@ -3,20 +3,19 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { HttpProblem } from '../../lib/problem.ts';
 import { forbidden } from '../../plugins/auth.ts';
-import { security } from '../../plugins/openapi.ts';
 import { Me, RevokeBody, RevokeResponse, TokenBody, TokenResponse } from './auth-schemas.ts';
 
 export default async function authRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
 
-  app.get('/me', { schema: { tags: ['auth'], security, response: { 200: Me } } }, async (request) => {
+  app.get('/me', { schema: { tags: ['auth'], response: { 200: Me } } }, async (request) => {
     const { subject, scopes, kind, keyId } = request.principal!;
     return { subject, scopes: [...scopes], kind, keyId };
   });
 
   app.post(
     '/auth/token',
-    { schema: { tags: ['auth'], security, body: TokenBody, response: { 200: TokenResponse } } },
+    { schema: { tags: ['auth'], body: TokenBody, response: { 200: TokenResponse } } },
     async (request, reply) => {
       const principal = request.principal!;
       if (principal.kind !== 'api_key')
@@ -47,7 +46,7 @@ export default async function authRoutes(fastify: FastifyInstance) {
 
   app.post(
     '/auth/revoke',
-    { schema: { tags: ['auth'], security, body: RevokeBody, response: { 200: RevokeResponse } } },
+    { schema: { tags: ['auth'], body: RevokeBody, response: { 200: RevokeResponse } } },
     async (request) => {
       const principal = request.principal!;
       const result = await app.auth.revokeToken(request.body.token, principal);

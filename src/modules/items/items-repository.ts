@@ -1,5 +1,5 @@
-// Owns the items and idempotency_keys tables: parameterised SQL only.
-import type { Pool, PoolClient } from 'pg';
+// Owns the items table: parameterised SQL only.
+import type { Queryable } from '../../plugins/postgres.ts';
 import type { CreateItemBody, UpdateItemBody } from './items-schemas.ts';
 
 export interface ItemRow {
@@ -15,17 +15,8 @@ export interface ItemRow {
   updatedAt: Date;
 }
 
-export interface StoredResponse {
-  requestHash: Buffer;
-  statusCode: number | null;
-  response: unknown;
-  location: string | null;
-}
-
 const COLUMNS = `id, owner, name, description, tags, version, created_at::text AS "cursorAt",
   created_at AS "createdAt", updated_at AS "updatedAt"`;
-
-type Queryable = Pool | PoolClient;
 
 export function createItemsRepository(db: Queryable) {
   return {
@@ -122,55 +113,6 @@ export function createItemsRepository(db: Queryable) {
     async exists(owner: string, id: string): Promise<boolean> {
       const { rowCount } = await db.query('SELECT 1 FROM items WHERE id = $1 AND owner = $2', [id, owner]);
       return rowCount === 1;
-    },
-
-    /**
-     * Claims (owner, key) for this request. A concurrent claim of the same key waits on the unique
-     * index until the first transaction ends, then sees its stored response. Expired keys are reclaimed.
-     */
-    async claimIdempotencyKey(
-      owner: string,
-      key: string,
-      requestHash: Buffer,
-      ttlHours: number,
-    ): Promise<boolean> {
-      const { rowCount } = await db.query(
-        `INSERT INTO idempotency_keys (owner, key, request_hash, expires_at)
-         VALUES ($1, $2, $3, now() + make_interval(hours => $4))
-         ON CONFLICT (owner, key) DO UPDATE SET
-           request_hash = EXCLUDED.request_hash, status_code = NULL, response = NULL, location = NULL,
-           created_at = now(), expires_at = EXCLUDED.expires_at
-         WHERE idempotency_keys.expires_at < now()`,
-        [owner, key, requestHash, ttlHours],
-      );
-      return rowCount === 1;
-    },
-
-    async findIdempotencyKey(owner: string, key: string): Promise<StoredResponse | null> {
-      const { rows } = await db.query<StoredResponse>(
-        `SELECT request_hash AS "requestHash", status_code AS "statusCode", response, location
-         FROM idempotency_keys WHERE owner = $1 AND key = $2`,
-        [owner, key],
-      );
-      return rows[0] ?? null;
-    },
-
-    async completeIdempotencyKey(
-      owner: string,
-      key: string,
-      statusCode: number,
-      response: unknown,
-      location: string,
-    ) {
-      await db.query(
-        'UPDATE idempotency_keys SET status_code = $3, response = $4, location = $5 WHERE owner = $1 AND key = $2',
-        [owner, key, statusCode, JSON.stringify(response), location],
-      );
-    },
-
-    async deleteExpiredIdempotencyKeys(): Promise<number> {
-      const { rowCount } = await db.query('DELETE FROM idempotency_keys WHERE expires_at < now()');
-      return rowCount ?? 0;
     },
   };
 }

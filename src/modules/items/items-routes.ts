@@ -1,28 +1,40 @@
-// Owns /v1/items: the example resource. Owner-scoped CRUD, keyset pages, ETags, idempotent POST, cached GETs.
+// Owns /v1/items: the example resource. Owner-scoped CRUD, keyset pages, ETags; it turns on the shared
+// machinery per route: idempotent POST, cached GETs, invalidation on writes.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { decodeCursor, encodeCursor, PG_TIMESTAMPTZ } from '../../lib/cursor.ts';
 import { etagOf, matches, versionFromIfMatch } from '../../lib/etag.ts';
 import { HttpProblem, notFound } from '../../lib/problem.ts';
-import { security } from '../../plugins/openapi.ts';
-import { createItemsRepository } from './items-repository.ts';
+import { createItemsRepository, type ItemRow } from './items-repository.ts';
 import {
   CreateItemBody,
-  CreateItemHeaders,
   Item,
   ItemIdParams,
   ItemList,
   ListItemsQuery,
   UpdateItemBody,
 } from './items-schemas.ts';
-import { createItem, toItem } from './items-service.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const tags = ['items'];
 
 /** Every response of one owner shares a cache tag: any write by that owner invalidates them all. */
 const ownerTag = (request: FastifyRequest) => `items:${request.principal?.subject}`;
+const cached = { cache: { tag: ownerTag } };
+const invalidates = { cache: { invalidates: ownerTag } };
+
+function toItem(row: ItemRow): Item {
+  return {
+    id: row.id,
+    name: row.name,
+    description: row.description,
+    tags: row.tags,
+    version: row.version,
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+  };
+}
 
 const preconditionFailed = () =>
   new HttpProblem(412, 'precondition-failed', 'Precondition Failed', {
@@ -43,35 +55,21 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
     app.getDefaultJsonParser('error', 'error'),
   );
 
-  // Expired idempotency keys are deleted hourly by whichever instance gets there.
-  const sweep = setInterval(() => {
-    repo
-      .deleteExpiredIdempotencyKeys()
-      .catch((err: unknown) => app.log.warn({ err }, 'idempotency sweep failed'));
-  }, 3_600_000);
-  sweep.unref();
-  app.addHook('onClose', async () => clearInterval(sweep));
-
   app.post(
     '/items',
     {
       preHandler: canWrite,
-      schema: { tags, security, headers: CreateItemHeaders, body: CreateItemBody, response: { 201: Item } },
+      config: { idempotency: true, ...invalidates },
+      schema: { tags, body: CreateItemBody, response: { 201: Item } },
     },
     async (request, reply) => {
-      const created = await createItem(
-        app.db,
-        owner(request),
-        request.body,
-        request.headers['idempotency-key'],
-      );
-      if (!created.replayed) await app.cache.invalidate(ownerTag(request));
-      if (created.replayed) reply.header('idempotent-replayed', 'true');
+      // request.db: with an Idempotency-Key, the insert commits together with the stored response.
+      const row = await createItemsRepository(request.db).insert(owner(request), request.body);
       return reply
         .code(201)
-        .header('location', created.location)
-        .header('etag', etagOf(created.item.version))
-        .send(created.item);
+        .header('location', `/v1/items/${row.id}`)
+        .header('etag', etagOf(row.version))
+        .send(toItem(row));
     },
   );
 
@@ -79,8 +77,8 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
     '/items/:id',
     {
       preHandler: canRead,
-      config: { cache: { tag: ownerTag } },
-      schema: { tags, security, params: ItemIdParams, response: { 200: Item, 304: z.null() } },
+      config: cached,
+      schema: { tags, params: ItemIdParams, response: { 200: Item, 304: z.null() } },
     },
     async (request, reply) => {
       const row = await repo.findById(owner(request), request.params.id);
@@ -98,8 +96,8 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
     '/items',
     {
       preHandler: canRead,
-      config: { cache: { tag: ownerTag } },
-      schema: { tags, security, querystring: ListItemsQuery, response: { 200: ItemList } },
+      config: cached,
+      schema: { tags, querystring: ListItemsQuery, response: { 200: ItemList } },
     },
     async (request) => {
       const { limit, cursor, order, tag, namePrefix } = request.query;
@@ -129,7 +127,8 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
     '/items/:id',
     {
       preHandler: canWrite,
-      schema: { tags, security, params: ItemIdParams, body: UpdateItemBody, response: { 200: Item } },
+      config: invalidates,
+      schema: { tags, params: ItemIdParams, body: UpdateItemBody, response: { 200: Item } },
     },
     async (request, reply) => {
       const expected = versionFromIfMatch(request.headers['if-match']);
@@ -141,14 +140,13 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
           throw preconditionFailed();
         throw notFound('No item with this id.');
       }
-      await app.cache.invalidate(ownerTag(request));
       return reply.header('etag', etagOf(row.version)).send(toItem(row));
     },
   );
 
   app.delete(
     '/items/:id',
-    { preHandler: canWrite, schema: { tags, security, params: ItemIdParams } },
+    { preHandler: canWrite, config: invalidates, schema: { tags, params: ItemIdParams } },
     async (request, reply) => {
       const expected = versionFromIfMatch(request.headers['if-match']);
       if (expected === 'invalid') throw preconditionFailed();
@@ -158,7 +156,6 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
           throw preconditionFailed();
         throw notFound('No item with this id.');
       }
-      await app.cache.invalidate(ownerTag(request));
       return reply.code(204).send();
     },
   );

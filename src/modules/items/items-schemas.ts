@@ -33,16 +33,6 @@ export const ListItemsQuery = z.strictObject({
 });
 export type ListItemsQuery = z.infer<typeof ListItemsQuery>;
 
-/** Printable ASCII, as the Idempotency-Key draft expects. */
-export const CreateItemHeaders = z.looseObject({
-  'idempotency-key': z
-    .string()
-    .min(1)
-    .max(255)
-    .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
-    .optional(),
-});
-
 export const Item = z.object({
   id: z.uuid(),
   name: z.string(),

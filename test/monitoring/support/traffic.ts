@@ -1,12 +1,14 @@
 // The real app listening on 127.0.0.1, and traffic that makes it export every metric and label value it
-// has: items (cached and not), every credential kind good and bad, unknown URLs, probes, a 5xx and
-// rate-limited requests.
+// has: a resource's reads and writes (cached and not), API key admin, every credential kind good and
+// bad, unknown URLs, probes, a 5xx and rate-limited requests.
+// The resource is the test-only notes fixture: the metrics must not depend on the example resource.
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { expect } from 'vitest';
 import { buildTestApp, type TestApp } from '../../helpers/app.ts';
 import { createKey, signToken } from '../../helpers/auth.ts';
+import { notes } from '../../helpers/notes.ts';
 
 /** Small enough to exceed on purpose, large enough for the ordinary traffic of one credential. */
 export const RATE_LIMIT = 40;
@@ -23,10 +25,11 @@ export interface ListeningApp {
 export async function startListeningApp(): Promise<ListeningApp> {
   const t = await buildTestApp({
     env: { RATE_LIMIT_MAX_REQUESTS: String(RATE_LIMIT), LOG_LEVEL: 'warn' },
-    extend: (app) => {
+    extend: async (app) => {
       app.get(FAILING_ROUTE, async () => {
         throw new Error('failing on purpose for the monitoring tests');
       });
+      await notes()(app);
     },
   });
   await t.app.listen({ port: 0, host: '127.0.0.1' });
@@ -62,29 +65,34 @@ export async function exercise(app: FastifyInstance, base: string): Promise<Map<
   const note = (what: string, status: number) =>
     seen.set(`${what} ${status}`, (seen.get(`${what} ${status}`) ?? 0) + 1);
   const subject = `monitor-${randomUUID().slice(0, 8)}`;
-  const { key } = await createKey(app, ['items:read', 'items:write'], { subject });
+  const { key } = await createKey(app, ['admin'], { subject });
   const apiKey = { authorization: `Bearer ${key}` };
-  const jwt = {
-    authorization: `Bearer ${signToken(app, { sub: subject, scope: 'items:read items:write' })}`,
-  };
+  const jwt = { authorization: `Bearer ${signToken(app, { sub: subject, scope: 'admin' })}` };
 
-  // Items: writes, cached reads (a miss, then a hit), reads that bypass the cache, list pages.
+  // A resource: writes, cached reads (a miss, then a hit), reads that bypass the cache, list pages.
   for (let i = 0; i < 3; i++) {
-    const created = await call(base, 'POST', '/v1/items', apiKey, {
-      name: `monitored ${i}`,
-      tags: ['monitoring'],
-    });
-    note('POST /v1/items', created.status);
+    const created = await call(base, 'POST', '/v1/notes', apiKey, { name: `monitored ${i}` });
+    note('POST /v1/notes', created.status);
     const id = created.json.id as string;
     for (const headers of [apiKey, apiKey, { ...apiKey, 'cache-control': 'no-cache' }])
-      note('GET /v1/items/:id', (await call(base, 'GET', `/v1/items/${id}`, headers)).status);
-    note('GET /v1/items', (await call(base, 'GET', '/v1/items?limit=5', apiKey)).status);
-    note('GET /v1/items', (await call(base, 'GET', '/v1/items?limit=5', jwt)).status);
+      note('GET /v1/notes/:id', (await call(base, 'GET', `/v1/notes/${id}`, headers)).status);
+    note('GET /v1/notes', (await call(base, 'GET', '/v1/notes?limit=5', apiKey)).status);
+    note('GET /v1/notes', (await call(base, 'GET', '/v1/notes?limit=5', jwt)).status);
     note(
-      'PATCH /v1/items/:id',
-      (await call(base, 'PATCH', `/v1/items/${id}`, apiKey, { description: 'seen' })).status,
+      'PATCH /v1/notes/:id',
+      (await call(base, 'PATCH', `/v1/notes/${id}`, apiKey, { name: `seen ${i}` })).status,
     );
   }
+
+  // The platform's own routes: API key admin, a token exchange, the caller's identity.
+  const issued = await call(base, 'POST', '/v1/api-keys', apiKey, { name: 'monitored', scopes: ['admin'] });
+  note('POST /v1/api-keys', issued.status);
+  note('GET /v1/api-keys', (await call(base, 'GET', '/v1/api-keys?limit=5', jwt)).status);
+  note(
+    'DELETE /v1/api-keys/:id',
+    (await call(base, 'DELETE', `/v1/api-keys/${issued.json.id as string}`, apiKey)).status,
+  );
+  note('POST /v1/auth/token', (await call(base, 'POST', '/v1/auth/token', apiKey, {})).status);
   note('GET /v1/me', (await call(base, 'GET', '/v1/me', jwt)).status);
 
   // Every kind of bad credential.
@@ -96,10 +104,10 @@ export async function exercise(app: FastifyInstance, base: string): Promise<Map<
     unknownKey: { authorization: `Bearer ${prefix}_0000000000000000_${'A'.repeat(43)}` },
     wrongSecret: { authorization: `Bearer ${prefix}_${keyId}_${'B'.repeat(43)}` },
     badSignature: {
-      authorization: `Bearer ${signToken(app, { sub: subject }, { key: 'not-the-secret-not-the-secret-not-the-secret' })}`,
+      authorization: `Bearer ${signToken(app, { sub: subject, scope: 'admin' }, { key: 'not-the-secret-not-the-secret-not-the-secret' })}`,
     },
     expired: {
-      authorization: `Bearer ${signToken(app, { sub: subject, iat: now - 7200, exp: now - 3600 })}`,
+      authorization: `Bearer ${signToken(app, { sub: subject, scope: 'admin', iat: now - 7200, exp: now - 3600 })}`,
     },
   };
   for (const [what, headers] of Object.entries(bad))
@@ -113,7 +121,7 @@ export async function exercise(app: FastifyInstance, base: string): Promise<Map<
 
   // One client past its bucket: the last requests are refused.
   const flood = {
-    authorization: `Bearer ${signToken(app, { sub: `${subject}-flood`, scope: 'items:read' })}`,
+    authorization: `Bearer ${signToken(app, { sub: `${subject}-flood`, scope: 'admin' })}`,
   };
   const statuses = await Promise.all(
     Array.from({ length: RATE_LIMIT + 10 }, () => call(base, 'GET', '/v1/me', flood).then((r) => r.status)),
@@ -125,10 +133,14 @@ export async function exercise(app: FastifyInstance, base: string): Promise<Map<
 /** Checks a round of traffic did what it is for: otherwise a missing metric would be the traffic's fault. */
 export function expectTrafficCoverage(seen: Map<string, number>): void {
   for (const expected of [
-    'POST /v1/items 201',
-    'GET /v1/items/:id 200',
-    'GET /v1/items 200',
-    'PATCH /v1/items/:id 200',
+    'POST /v1/notes 201',
+    'GET /v1/notes/:id 200',
+    'GET /v1/notes 200',
+    'PATCH /v1/notes/:id 200',
+    'POST /v1/api-keys 201',
+    'GET /v1/api-keys 200',
+    'DELETE /v1/api-keys/:id 204',
+    'POST /v1/auth/token 200',
     'GET /v1/me 200',
     'GET /v1/me missing 401',
     'GET /v1/me wrongSecret 401',
