@@ -13,7 +13,7 @@ import healthRoutes from './modules/health/health-routes.ts';
 import itemsRoutes from './modules/items/items-routes.ts';
 import auth from './plugins/auth.ts';
 import cache from './plugins/cache.ts';
-import errorHandler from './plugins/error-handler.ts';
+import errorHandler, { clientErrorHandler, frameworkErrors } from './plugins/error-handler.ts';
 import idempotency from './plugins/idempotency.ts';
 import metrics, { metricsRoutes } from './plugins/metrics.ts';
 import openapi, { openapiRoutes } from './plugins/openapi.ts';
@@ -45,7 +45,8 @@ function trustProxyOption(value: Config['TRUST_PROXY']) {
 
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const loggerOptions = buildLoggerOptions(config);
-  // 1. Core: logger with correlation ids and one access line per request, proxy trust, timeouts, body limit, zod compilers.
+  // 1. Core: logger with correlation ids and one access line per request, proxy trust, timeouts, body limit,
+  //    media types, zod compilers; what the router and Node's parser reject is problem+json too.
   const app = Fastify({
     logger: { ...loggerOptions, stream: options.logStream ?? createLogStream(config) },
     genReqId,
@@ -60,6 +61,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    frameworkErrors,
+    clientErrorHandler,
     // zod validates and serializes every route; given here, Fastify never loads its default compilers
     // (ajv, fast-json-stringify: ~12 ms of a start-up CPU profile). (The option's declared types are
     // those two libraries' own; Fastify calls zod's compilers exactly as it calls theirs.)
@@ -70,6 +73,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       },
     },
   });
+  // Bodies are JSON, or JSON merge patch (RFC 7396) where a route's schema.consumes declares it; Fastify's
+  // text/plain parser goes, so only declared types are read (errorHandler's media-type gate: 415).
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser(
+    'application/merge-patch+json',
+    { parseAs: 'string' },
+    app.getDefaultJsonParser('error', 'error'),
+  );
   app.decorate('config', config);
   app.decorate('lifecycle', { draining: false });
   app.addHook('onRequest', (request, reply, done) => {

@@ -5,10 +5,13 @@ export interface ProblemBody {
   title: string;
   status: number;
   detail?: string;
-  instance: string;
+  /** The request's path; left out of answers to requests whose path or headers could not be read safely. */
+  instance?: string;
   requestId: string;
   [extension: string]: unknown;
 }
+
+export const PROBLEM_JSON = 'application/problem+json; charset=utf-8';
 
 /** Stable problem type URIs: clients switch on these, never on titles or details. */
 export const problemType = (code: string): string => `urn:problem-type:${code}`;

@@ -48,13 +48,6 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
   const canWrite = app.requireScope('items:write');
   const owner = (request: FastifyRequest) => request.principal!.subject;
 
-  // PATCH bodies may be sent as JSON merge patch (RFC 7396), parsed like JSON.
-  app.addContentTypeParser(
-    'application/merge-patch+json',
-    { parseAs: 'string' },
-    app.getDefaultJsonParser('error', 'error'),
-  );
-
   app.post(
     '/items',
     {
@@ -128,7 +121,14 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
     {
       preHandler: canWrite,
       config: invalidates,
-      schema: { tags, params: ItemIdParams, body: UpdateItemBody, response: { 200: Item } },
+      schema: {
+        tags,
+        params: ItemIdParams,
+        body: UpdateItemBody,
+        // JSON merge patch (RFC 7396) as well as JSON; any other type is 415.
+        consumes: ['application/json', 'application/merge-patch+json'],
+        response: { 200: Item },
+      },
     },
     async (request, reply) => {
       const expected = versionFromIfMatch(request.headers['if-match']);
