@@ -1,4 +1,4 @@
-// Owns reusable zod building blocks for request schemas: bounded text without NUL bytes, declared scopes.
+// Owns reusable zod building blocks: bounded text without NUL bytes, declared scopes, response timestamps.
 import { z } from 'zod';
 import { SCOPES } from '../scopes.ts';
 
@@ -14,3 +14,9 @@ export const text = (min: number, max: number) =>
 export const Scope = z.enum(SCOPES);
 
 export const Scopes = z.array(Scope).max(50);
+
+/**
+ * A timestamp in a response, as Date.toISOString() writes it. Documented as date-time; not re-checked
+ * when serialized (z.iso.datetime() would run its pattern on every timestamp of every page).
+ */
+export const timestamp = z.string().max(32).meta({ format: 'date-time', description: 'RFC 3339, UTC.' });

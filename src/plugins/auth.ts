@@ -1,5 +1,5 @@
 // Owns the auth plugin's wiring: app.auth, request.principal and app.requireScope over the files in auth/.
-import type { FastifyInstance, FastifyRequest, preHandlerHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { type JwtKey, loadJwtKeys } from '../lib/jwt-keys.ts';
 import type { Scope } from '../scopes.ts';
@@ -10,8 +10,8 @@ import { createFailures, forbidden } from './auth/failures.ts';
 import { createJwt, type IssuedToken } from './auth/jwt.ts';
 import type { Principal } from './auth/principal.ts';
 import { createRevocation } from './auth/revocation.ts';
-import { requireScope } from './auth/scope-guard.ts';
-import { security } from './openapi.ts';
+import { requiredScopes, requireScope, type ScopeGuard } from './auth/scope-guard.ts';
+import { securityFor } from './openapi.ts';
 
 export { forbidden } from './auth/failures.ts';
 export type { IssuedToken } from './auth/jwt.ts';
@@ -29,7 +29,8 @@ export interface AuthService {
   jwtKeys: JwtKey[];
   /**
    * Authenticates every route of `context` (onRequest, so before body parsing and rate limiting) and
-   * documents it: each route's OpenAPI `security` is derived here, never repeated by hand.
+   * documents it: each route's OpenAPI `security`, with the scopes its guards require, is derived here,
+   * never repeated by hand.
    */
   protect(context: FastifyInstance): void;
 }
@@ -41,7 +42,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     auth: AuthService;
     /** A preHandler answering 403 unless the principal holds `scope` (declared in src/scopes.ts). */
-    requireScope(scope: Scope): preHandlerHookHandler;
+    requireScope(scope: Scope): ScopeGuard;
   }
 }
 
@@ -68,7 +69,10 @@ async function authPlugin(app: FastifyInstance) {
         reply.header('cache-control', 'private'); // per-principal: shared caches must not keep it
       });
       context.addHook('onRoute', (route) => {
-        route.schema = { ...route.schema, security: route.schema?.security ?? security };
+        route.schema = {
+          ...route.schema,
+          security: route.schema?.security ?? securityFor(requiredScopes(route)),
+        };
       });
     },
     jwtKeys: keys,

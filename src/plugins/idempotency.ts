@@ -26,7 +26,10 @@ const IdempotencyKey = z
   .string()
   .min(1)
   .max(255)
-  .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
+  .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
+  .describe(
+    `A unique value per intended write (a UUID): a retry with the same key and request gets the first response again (for ${IDEMPOTENCY_TTL_HOURS} h); with another request, 422.`,
+  );
 
 /** One key belongs to one subject, method and route: the same key sent elsewhere is another request. */
 interface KeyId {

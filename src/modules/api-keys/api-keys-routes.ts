@@ -1,8 +1,10 @@
 // Owns the admin endpoints for API keys: create (secret shown once), list (never secrets), revoke.
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import { decodeCursor, encodeCursor, PG_TIMESTAMPTZ } from '../../lib/cursor.ts';
 import { notFound } from '../../lib/problem.ts';
+import { openapiTag } from '../../plugins/openapi.ts';
 import { createApiKeysRepository } from './api-keys-repository.ts';
 import {
   ApiKeyIdParams,
@@ -13,6 +15,8 @@ import {
 } from './api-keys-schemas.ts';
 import { issueApiKey, toApiKeyDto } from './api-keys-service.ts';
 
+const tags = openapiTag('api-keys', 'Admin: API keys (scope admin). The secret is shown once, at creation.');
+
 export default async function apiKeysRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const repo = createApiKeysRepository(app.db);
@@ -22,7 +26,14 @@ export default async function apiKeysRoutes(fastify: FastifyInstance) {
     '/api-keys',
     {
       preHandler: admin,
-      schema: { tags: ['api-keys'], body: CreateApiKeyBody, response: { 201: CreatedApiKey } },
+      config: { openapi: { headers: { 201: ['Location'] } } },
+      schema: {
+        operationId: 'createApiKey',
+        summary: 'Create an API key',
+        tags,
+        body: CreateApiKeyBody,
+        response: { 201: CreatedApiKey },
+      },
     },
     async (request, reply) => {
       const principal = request.principal!;
@@ -48,7 +59,13 @@ export default async function apiKeysRoutes(fastify: FastifyInstance) {
     '/api-keys',
     {
       preHandler: admin,
-      schema: { tags: ['api-keys'], querystring: ListApiKeysQuery, response: { 200: ApiKeyList } },
+      schema: {
+        operationId: 'listApiKeys',
+        summary: 'List API keys, newest first',
+        tags,
+        querystring: ListApiKeysQuery,
+        response: { 200: ApiKeyList },
+      },
     },
     async (request) => {
       const { limit, cursor } = request.query;
@@ -66,7 +83,16 @@ export default async function apiKeysRoutes(fastify: FastifyInstance) {
 
   app.delete(
     '/api-keys/:id',
-    { preHandler: admin, schema: { tags: ['api-keys'], params: ApiKeyIdParams } },
+    {
+      preHandler: admin,
+      schema: {
+        operationId: 'revokeApiKey',
+        summary: 'Revoke an API key (and every token minted from it)',
+        tags,
+        params: ApiKeyIdParams,
+        response: { 204: z.undefined().describe('Revoked.') },
+      },
+    },
     async (request, reply) => {
       const row = await repo.revoke(request.params.id);
       if (row === null) throw notFound('No active API key with this id.');

@@ -3,19 +3,39 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { HttpProblem } from '../../lib/problem.ts';
 import { forbidden } from '../../plugins/auth.ts';
+import { openapiTag } from '../../plugins/openapi.ts';
 import { Me, RevokeBody, RevokeResponse, TokenBody, TokenResponse } from './auth-schemas.ts';
+
+const tags = openapiTag(
+  'auth',
+  'The caller, and tokens: an API key exchanged for a short-lived JWT, revocation.',
+);
 
 export default async function authRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
 
-  app.get('/me', { schema: { tags: ['auth'], response: { 200: Me } } }, async (request) => {
-    const { subject, scopes, kind, keyId } = request.principal!;
-    return { subject, scopes: [...scopes], kind, keyId };
-  });
+  app.get(
+    '/me',
+    { schema: { operationId: 'getMe', summary: 'Who am I', tags, response: { 200: Me } } },
+    async (request) => {
+      const { subject, scopes, kind, keyId } = request.principal!;
+      return { subject, scopes: [...scopes], kind, keyId };
+    },
+  );
 
   app.post(
     '/auth/token',
-    { schema: { tags: ['auth'], body: TokenBody, response: { 200: TokenResponse } } },
+    {
+      // 403: a token cannot mint another, and a key cannot grant a scope it lacks.
+      config: { openapi: { problems: [403] } },
+      schema: {
+        operationId: 'issueToken',
+        summary: 'Exchange the API key for a short-lived JWT',
+        tags,
+        body: TokenBody,
+        response: { 200: TokenResponse },
+      },
+    },
     async (request, reply) => {
       const principal = request.principal!;
       if (principal.kind !== 'api_key')
@@ -46,7 +66,17 @@ export default async function authRoutes(fastify: FastifyInstance) {
 
   app.post(
     '/auth/revoke',
-    { schema: { tags: ['auth'], body: RevokeBody, response: { 200: RevokeResponse } } },
+    {
+      // 403: only an admin revokes another subject's token.
+      config: { openapi: { problems: [403] } },
+      schema: {
+        operationId: 'revokeToken',
+        summary: 'Revoke a JWT until it expires',
+        tags,
+        body: RevokeBody,
+        response: { 200: RevokeResponse },
+      },
+    },
     async (request) => {
       const principal = request.principal!;
       const result = await app.auth.revokeToken(request.body.token, principal);

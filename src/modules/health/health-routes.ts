@@ -4,25 +4,33 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { Gauge } from 'prom-client';
 import { z } from 'zod';
 import { PACKAGE_VERSION } from '../../lib/version.ts';
+import { openapiTag } from '../../plugins/openapi.ts';
 
 const CHECK_TIMEOUT_MS = 1000;
 const READY_CACHE_MS = 1000;
 
-const HealthResponse = z.object({
-  status: z.literal('ok'),
-  version: z.string(),
-  uptimeSeconds: z.number(),
-});
+const HealthResponse = z
+  .object({
+    status: z.literal('ok'),
+    version: z.string().max(100),
+    uptimeSeconds: z.int().min(0).max(2_147_483_647),
+  })
+  .meta({ id: 'Health' });
 
-const ReadyResponse = z.object({
-  status: z.enum(['ready', 'not_ready', 'shutting_down']),
-  checks: z
-    .object({
-      database: z.enum(['ok', 'unavailable']),
-      redis: z.enum(['ok', 'degraded', 'disabled']),
-    })
-    .optional(),
-});
+const ReadyResponse = z
+  .object({
+    status: z.enum(['ready', 'not_ready', 'shutting_down']),
+    checks: z
+      .object({
+        database: z.enum(['ok', 'unavailable']),
+        redis: z
+          .enum(['ok', 'degraded', 'disabled'])
+          .describe('degraded still serves, on in-memory fallbacks.'),
+      })
+      .optional()
+      .describe('Absent while shutting down.'),
+  })
+  .meta({ id: 'Readiness' });
 type Ready = z.infer<typeof ReadyResponse>;
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
@@ -35,13 +43,17 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
 
 /** Probes answer even under pressure and are never rate limited: they must see the truth. */
 const opsConfig = { pressureHandler: () => undefined, rateLimit: false } as const;
+const tags = openapiTag('ops', 'Probes for orchestrators and load balancers: public, never rate limited.');
 
 export default async function healthRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
 
   app.get(
     '/health',
-    { config: opsConfig, schema: { tags: ['ops'], response: { 200: HealthResponse } } },
+    {
+      config: opsConfig,
+      schema: { operationId: 'getHealth', summary: 'Liveness', tags, response: { 200: HealthResponse } },
+    },
     async () => ({
       status: 'ok' as const,
       version: app.config.APP_VERSION ?? PACKAGE_VERSION,
@@ -103,7 +115,15 @@ export default async function healthRoutes(fastify: FastifyInstance) {
 
   app.get(
     '/ready',
-    { config: opsConfig, schema: { tags: ['ops'], response: { 200: ReadyResponse, 503: ReadyResponse } } },
+    {
+      config: { ...opsConfig, openapi: { headers: { 503: ['Retry-After'] } } },
+      schema: {
+        operationId: 'getReadiness',
+        summary: 'Readiness: 503 while the database is unreachable or the instance drains',
+        tags,
+        response: { 200: ReadyResponse, 503: ReadyResponse },
+      },
+    },
     async (_request, reply) => {
       if (app.lifecycle.draining) {
         reply.code(503).header('retry-after', '5');

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { decodeCursor, encodeCursor, PG_TIMESTAMPTZ } from '../../lib/cursor.ts';
 import { etagOf, matches, versionFromIfMatch } from '../../lib/etag.ts';
 import { HttpProblem, notFound } from '../../lib/problem.ts';
+import { openapiTag } from '../../plugins/openapi.ts';
 import { createItemsRepository, type ItemRow } from './items-repository.ts';
 import {
   CreateItemBody,
@@ -13,11 +14,13 @@ import {
   ItemIdParams,
   ItemList,
   ListItemsQuery,
+  ReadItemHeaders,
   UpdateItemBody,
+  WriteItemHeaders,
 } from './items-schemas.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const tags = ['items'];
+const tags = openapiTag('items', "The example resource: items of the caller (the credential's subject).");
 
 /** Every response of one owner shares a cache tag: any write by that owner invalidates them all. */
 const ownerTag = (request: FastifyRequest) => `items:${request.principal?.subject}`;
@@ -52,8 +55,14 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
     '/items',
     {
       preHandler: canWrite,
-      config: { idempotency: true, ...invalidates },
-      schema: { tags, body: CreateItemBody, response: { 201: Item } },
+      config: { idempotency: true, ...invalidates, openapi: { headers: { 201: ['Location', 'ETag'] } } },
+      schema: {
+        operationId: 'createItem',
+        summary: 'Create an item',
+        tags,
+        body: CreateItemBody,
+        response: { 201: Item },
+      },
     },
     async (request, reply) => {
       // request.db: with an Idempotency-Key, the insert commits together with the stored response.
@@ -70,8 +79,15 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
     '/items/:id',
     {
       preHandler: canRead,
-      config: cached,
-      schema: { tags, params: ItemIdParams, response: { 200: Item, 304: z.null() } },
+      config: { ...cached, openapi: { headers: { 200: ['ETag'], 304: ['ETag'] } } },
+      schema: {
+        operationId: 'getItem',
+        summary: 'Get an item',
+        tags,
+        params: ItemIdParams,
+        headers: ReadItemHeaders,
+        response: { 200: Item, 304: z.null() },
+      },
     },
     async (request, reply) => {
       const row = await repo.findById(owner(request), request.params.id);
@@ -90,7 +106,13 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
     {
       preHandler: canRead,
       config: cached,
-      schema: { tags, querystring: ListItemsQuery, response: { 200: ItemList } },
+      schema: {
+        operationId: 'listItems',
+        summary: 'List items, a page at a time',
+        tags,
+        querystring: ListItemsQuery,
+        response: { 200: ItemList },
+      },
     },
     async (request) => {
       const { limit, cursor, order, tag, namePrefix } = request.query;
@@ -120,10 +142,13 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
     '/items/:id',
     {
       preHandler: canWrite,
-      config: invalidates,
+      config: { ...invalidates, openapi: { headers: { 200: ['ETag'] } } },
       schema: {
+        operationId: 'updateItem',
+        summary: 'Change an item (JSON merge patch)',
         tags,
         params: ItemIdParams,
+        headers: WriteItemHeaders,
         body: UpdateItemBody,
         // JSON merge patch (RFC 7396) as well as JSON; any other type is 415.
         consumes: ['application/json', 'application/merge-patch+json'],
@@ -146,7 +171,18 @@ export default async function itemsRoutes(fastify: FastifyInstance) {
 
   app.delete(
     '/items/:id',
-    { preHandler: canWrite, config: invalidates, schema: { tags, params: ItemIdParams } },
+    {
+      preHandler: canWrite,
+      config: invalidates,
+      schema: {
+        operationId: 'deleteItem',
+        summary: 'Delete an item',
+        tags,
+        params: ItemIdParams,
+        headers: WriteItemHeaders,
+        response: { 204: z.undefined().describe('Deleted.') },
+      },
+    },
     async (request, reply) => {
       const expected = versionFromIfMatch(request.headers['if-match']);
       if (expected === 'invalid') throw preconditionFailed();
