@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SCOPES } from '../src/scopes.ts';
 import { buildTestApp, createTestDatabase, type TestApp, type TestDatabase } from './helpers/app.ts';
 import { TEST_REDIS_URL } from './helpers/env.ts';
@@ -43,8 +43,12 @@ describe('auth CLI against the real database', () => {
     const id = me.body.keyId as string;
     const revoked = cli('auth', ['revoke-api-key', id], env);
     expect(revoked.code).toBe(0);
-    await new Promise((r) => setTimeout(r, 100));
-    expect((await request(t.app.server).get('/v1/me').set('x-api-key', created.stdout)).status).toBe(401);
+    // The CLI's process announces the revocation to running servers; delivery is asynchronous.
+    await vi.waitFor(
+      async () =>
+        expect((await request(t.app.server).get('/v1/me').set('x-api-key', created.stdout)).status).toBe(401),
+      { timeout: 5_000, interval: 50 },
+    );
     expect(cli('auth', ['revoke-api-key', id], env).code).toBe(1);
   });
 
