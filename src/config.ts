@@ -67,6 +67,16 @@ const trustProxy = z.string().transform((v, ctx): boolean | number | string[] =>
   return parts;
 });
 
+/** The samplers the OpenTelemetry specification defines for OTEL_TRACES_SAMPLER. */
+export const OTEL_SAMPLERS = [
+  'always_on',
+  'always_off',
+  'traceidratio',
+  'parentbased_always_on',
+  'parentbased_always_off',
+  'parentbased_traceidratio',
+] as const;
+
 const EnvSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
   /** Reported by /health and app_build_info; the image sets it at build time. Defaults to package.json. */
@@ -146,6 +156,22 @@ const EnvSchema = z.object({
 
   SHUTDOWN_DELAY_MS: int(0, 600_000).optional(),
   SHUTDOWN_TIMEOUT_MS: int(100, 600_000).default(10_000),
+
+  // OpenTelemetry, named as the specification names them. src/tracing.ts and the SDK read them from
+  // the environment before this schema runs (tracing starts before the app's modules load); they are
+  // declared here so that a typo stops the start (exit 78) instead of silently tracing nothing.
+  OTEL_SDK_DISABLED: bool.optional(),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
+  OTEL_TRACES_EXPORTER: z.enum(['otlp', 'none']).optional(),
+  OTEL_TRACES_SAMPLER: z.enum(OTEL_SAMPLERS).optional(),
+  OTEL_TRACES_SAMPLER_ARG: z.coerce.number().min(0).max(1).optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).max(200).optional(),
+  OTEL_RESOURCE_ATTRIBUTES: z.string().max(4096).optional(),
+  OTEL_BSP_SCHEDULE_DELAY: int(1, 600_000).optional(),
+  OTEL_BSP_EXPORT_TIMEOUT: int(1, 600_000).optional(),
+  OTEL_BSP_MAX_QUEUE_SIZE: int(1, 1_000_000).optional(),
+  OTEL_BSP_MAX_EXPORT_BATCH_SIZE: int(1, 1_000_000).optional(),
 });
 
 type Env = z.infer<typeof EnvSchema>;

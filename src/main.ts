@@ -6,5 +6,10 @@ import module from 'node:module';
 // compiling. The image ships the cache warm. A cache that cannot be used or written is never fatal.
 const compileCache = module.enableCompileCache();
 
+// OpenTelemetry, only when an OTLP endpoint is configured (src/tracing.ts): its loader hook must be in
+// place before the app's modules (pg, ioredis) are imported, so the server is imported after it.
+const { startTracing } = await import('./tracing.ts');
+const tracing = await startTracing();
+
 const { runServer } = await import('./server.ts');
-await runServer({ compileCacheDir: compileCache.directory });
+await runServer({ compileCacheDir: compileCache.directory, tracing });

@@ -3,10 +3,13 @@ import type { Server } from 'node:http';
 import { buildApp } from './app.ts';
 import { ConfigError, loadConfig, loadDotEnv, maskConfig } from './config.ts';
 import { startMetricsServer } from './plugins/metrics.ts';
+import type { Tracing } from './tracing.ts';
 
 export interface RunOptions {
   /** Where Node's compile cache lives, when src/main.ts could enable it (reported on the ready line). */
   compileCacheDir?: string | undefined;
+  /** OpenTelemetry, when src/main.ts started it: its queued spans are exported on shutdown. */
+  tracing?: Tracing | undefined;
 }
 
 export async function runServer(options: RunOptions = {}): Promise<void> {
@@ -71,11 +74,22 @@ export async function runServer(options: RunOptions = {}): Promise<void> {
 
     await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DELAY_MS));
     app.log.info('shutdown: closing listener and draining in-flight requests');
+    // A keep-alive connection whose request finishes during the drain turns idle afterwards, and
+    // server.close() closes idle connections only once, at its start: sweep them until it returns,
+    // or one such connection would hold the drain until its keep-alive timeout.
+    const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
+    sweep.unref();
     try {
       // Stops accepting, waits for in-flight requests, closes idle keep-alive sockets, then runs
       // onClose hooks: postgres pool, Redis, embedded database (each logs its step).
       await app.close();
+      clearInterval(sweep);
       if (metricsServer) await new Promise((resolve) => metricsServer?.close(resolve));
+      // After the drain: the spans of the last requests are in the batch; export them before exiting.
+      if (options.tracing) {
+        await options.tracing.shutdown();
+        app.log.info('shutdown: traces flushed');
+      }
       app.log.info('shutdown: complete');
       process.exit(0);
     } catch (err) {

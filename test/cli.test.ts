@@ -20,7 +20,9 @@ describe('auth CLI against the real database', () => {
   let env: Record<string, string>;
   beforeAll(async () => {
     const prefix = `test:${randomUUID().slice(0, 8)}:`;
-    t = await buildTestApp({ redisPrefix: prefix });
+    // cli() runs each command with spawnSync, which stalls this process's event loop (the app's) for the
+    // command's whole run; load shedding would read that stall as overload and answer 503.
+    t = await buildTestApp({ redisPrefix: prefix, env: { PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0' } });
     env = {
       DATABASE_URL: t.db.url,
       REDIS_URL: TEST_REDIS_URL,

@@ -18,6 +18,13 @@ declare module 'ioredis' {
 
 type Backend = 'redis' | 'memory';
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The store deciding now, for the request span's attributes (src/lib/opentelemetry.ts). */
+    rateLimitBackend(): Backend;
+  }
+}
+
 /** After a Redis error, stay on memory this long before trying Redis again (unless it reconnects first). */
 const BREAKER_MS = 1000;
 
@@ -96,6 +103,7 @@ async function rateLimitPlugin(app: FastifyInstance) {
     switchTo('redis');
   });
   redis?.on('close', () => switchTo('memory'));
+  app.decorate('rateLimitBackend', () => backend);
 
   function fromMemory(key: string, p: BucketParams): Decision {
     const now = Date.now();

@@ -7,11 +7,13 @@ import type { AddressInfo } from 'node:net';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import formats from 'ajv-formats';
 import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import {
   bindMounts,
   type ComposeService,
   dependsOn,
   durationMs,
+  hostPathFor,
   parseCompose,
   publishedPorts,
   secretMounts,
@@ -21,10 +23,12 @@ import {
 import { parseDockerfile } from './support/dockerfile.ts';
 import {
   configProblems,
+  DEPLOY_ENV,
   exists,
   isPlaceholderSecret,
-  KNOWN_ENV,
   loadConfig,
+  OTEL_SDK_ENV,
+  otelProblems,
   readText,
   repoPath,
   SECRET_FILE_KEYS,
@@ -201,10 +205,15 @@ describe('compose start order', () => {
 });
 
 describe('the API in compose', () => {
-  it('when the api and migrate environments are read, then every variable is one src/config.ts knows', () => {
-    for (const [name, s] of appServices)
-      for (const key of Object.keys(serviceEnv(s)))
-        expect(KNOWN_ENV.has(key), `${name}: ${key} is not a key src/config.ts knows`).toBe(true);
+  it('when the api and migrate environments are read, then every variable is one src/config.ts knows (or a standard OTEL_* one)', () => {
+    // OTEL_* keys are read by the OpenTelemetry SDK, not src/config.ts: DEPLOY_ENV names each one
+    // (test/deploy/support/repo.ts), so a misspelt OTEL_ key still fails here.
+    for (const [name, s] of appServices) {
+      const env = serviceEnv(s);
+      for (const key of Object.keys(env))
+        expect(DEPLOY_ENV.has(key), `${name}: ${key} is not a key src/config.ts knows`).toBe(true);
+      expect(otelProblems(env), name).toEqual([]);
+    }
     for (const [, s] of appServices) expect(s.env_file).toBeUndefined();
   });
 
@@ -340,5 +349,157 @@ describe('compose ports and mounts', () => {
         expect(exists(m.source), `${name}: ${m.source}`).toBe(true);
         expect(m.readOnly, `${name}: ${m.source} should be :ro`).toBe(true);
       }
+  });
+});
+
+interface CollectorConfig {
+  extensions?: Record<string, unknown>;
+  receivers: Record<string, { protocols?: Record<string, { endpoint?: string } | null> }>;
+  processors?: Record<string, Record<string, unknown> | null>;
+  exporters: Record<string, { endpoint?: string; tls?: { insecure?: boolean } }>;
+  service: {
+    extensions?: string[];
+    pipelines: Record<string, { receivers: string[]; processors?: string[]; exporters: string[] }>;
+  };
+}
+
+/** A collector listen address (host:port) as host and port. */
+function listenAddress(endpoint: string | undefined): { host: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(endpoint ?? '');
+  if (m === null) throw new Error(`not a host:port listen address: ${endpoint}`);
+  return { host: m[1] as string, port: Number(m[2]) };
+}
+
+/** A component id (type[/name]) a pipeline names is defined when its full id is a key of the section. */
+function undefinedComponents(config: CollectorConfig): string[] {
+  const missing: string[] = [];
+  const check = (section: string, defined: Record<string, unknown> | undefined, ids: string[] = []) => {
+    for (const cid of ids) if (!(cid in (defined ?? {}))) missing.push(`${section}: ${cid}`);
+  };
+  check('extensions', config.extensions, config.service.extensions);
+  for (const [name, p] of Object.entries(config.service.pipelines)) {
+    check(`${name} receivers`, config.receivers, p.receivers);
+    check(`${name} processors`, config.processors, p.processors);
+    check(`${name} exporters`, config.exporters, p.exporters);
+  }
+  return missing;
+}
+
+/** Value of a `--flag=value` in a service's command. */
+function commandFlag(s: ComposeService, name: string): string | undefined {
+  const args = Array.isArray(s.command) ? s.command : [];
+  return args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+}
+
+describe('tracing in compose: api -> otel-collector -> jaeger', () => {
+  const collector = service('otel-collector');
+  const configPath = commandFlag(collector, 'config') as string;
+  const configHost = hostPathFor(collector, configPath ?? '') as string;
+  const config = parse(readText(configHost ?? 'missing')) as CollectorConfig;
+
+  it('when the collector starts, then its config comes from this repository and every pipeline names defined components', () => {
+    expect(configHost, `${configPath} is not mounted from the repository`).toBe(
+      './docker/otel-collector/config.yaml',
+    );
+    expect(Object.keys(config.service.pipelines)).toEqual(['traces']);
+    expect(undefinedComponents(config)).toEqual([]);
+    const traces = config.service.pipelines.traces as { receivers: string[]; processors?: string[] };
+    expect(traces.receivers).toEqual(['otlp']);
+    // The memory limiter first (it refuses data before anything buffers it), the batch after it.
+    expect(traces.processors?.[0]).toBe('memory_limiter');
+    expect(traces.processors).toContain('batch');
+  });
+
+  it('when a pipeline names a component that is not defined, then the check names it', () => {
+    const broken = structuredClone(config);
+    (broken.service.pipelines.traces as { exporters: string[] }).exporters.push('otlp/tempo');
+    broken.service.extensions = ['health_check', 'pprof'];
+    expect(undefinedComponents(broken)).toEqual(['extensions: pprof', 'traces exporters: otlp/tempo']);
+  });
+
+  it('when the api exports, then OTEL_EXPORTER_OTLP_ENDPOINT is the collector service on the port its OTLP/HTTP receiver listens on', () => {
+    const env = serviceEnv(service('api'));
+    const endpoint = new URL(env.OTEL_EXPORTER_OTLP_ENDPOINT as string);
+    expect(endpoint.protocol).toBe('http:');
+    expect(endpoint.hostname).toBe('otel-collector');
+    expect(services[endpoint.hostname]).toBeDefined();
+    const http = listenAddress(config.receivers.otlp?.protocols?.http?.endpoint);
+    // Listening on localhost inside the container would refuse every other container.
+    expect(http.host).toBe('0.0.0.0');
+    expect(Number(endpoint.port)).toBe(http.port);
+    expect(config.receivers.otlp?.protocols?.grpc).toBeDefined();
+    // Published for an API run on the host (npm run dev): the same ports, on 127.0.0.1.
+    const grpc = listenAddress(config.receivers.otlp?.protocols?.grpc?.endpoint);
+    const published = publishedPorts(collector).map((p) => `${p.published}:${p.target}`);
+    expect(published).toEqual(
+      expect.arrayContaining([`${http.port}:${http.port}`, `${grpc.port}:${grpc.port}`]),
+    );
+    // A sampler is set, and a standard one (otelProblems checks the values).
+    expect(env.OTEL_TRACES_SAMPLER).toBe('parentbased_traceidratio');
+    expect(env.OTEL_TRACES_SAMPLER_ARG).toBeDefined();
+    // Only the api traces: the migrate one-shot gets no OTEL_* variables.
+    expect(Object.keys(serviceEnv(service('migrate'))).filter((k) => OTEL_SDK_ENV.has(k))).toEqual([]);
+  });
+
+  it('when the collector forwards, then it exports over OTLP/gRPC to the jaeger service, a Jaeger v2 that accepts OTLP', () => {
+    const exporters = Object.entries(config.exporters);
+    expect(exporters.map(([id]) => id)).toEqual(['otlp/jaeger']);
+    const [, jaeger] = exporters[0] as [string, { endpoint?: string; tls?: { insecure?: boolean } }];
+    const target = listenAddress(jaeger.endpoint);
+    expect(target.host).toBe('jaeger');
+    // Jaeger v2's built-in configuration receives OTLP/gRPC on 4317 (v1 needed COLLECTOR_OTLP_ENABLED).
+    expect(target.port).toBe(4317);
+    expect(service('jaeger').image).toMatch(/^jaegertracing\/jaeger:2\.\d+\.\d+$/);
+    expect(jaeger.tls?.insecure, 'plain gRPC inside the compose network').toBe(true);
+  });
+
+  it('when the collector or jaeger is down or slow, then nothing waits for them: the api starts without them', () => {
+    for (const [name, s] of Object.entries(services)) {
+      expect(Object.keys(dependsOn(s)), name).not.toContain('otel-collector');
+      expect(Object.keys(dependsOn(s)), name).not.toContain('jaeger');
+    }
+  });
+
+  it('when the memory limiter acts, then it refuses data below the container memory limit', () => {
+    const limiter = config.processors?.memory_limiter as { limit_mib: number; spike_limit_mib: number };
+    const mem = /^(\d+)m$/.exec(String(collector.mem_limit));
+    expect(mem, 'the collector has a mem_limit in MiB').not.toBeNull();
+    expect(limiter.spike_limit_mib).toBeLessThan(limiter.limit_mib);
+    expect(limiter.limit_mib).toBeLessThan(Number(mem?.[1]));
+  });
+
+  it('when the tracing containers run, then their root filesystem is read-only, with no capabilities, privilege escalation or root user', () => {
+    for (const name of ['otel-collector', 'jaeger']) {
+      const s = service(name);
+      expect(s.read_only, name).toBe(true);
+      expect(s.cap_drop, name).toEqual(['ALL']);
+      expect(s.security_opt, name).toContain('no-new-privileges:true');
+      // Both images run as uid 10001; an override must not put them back on root.
+      expect(s.user ?? '10001', name).not.toMatch(/^(0|root)(:|$)/);
+    }
+    expect(service('jaeger').healthcheck?.test).toBeDefined();
+  });
+});
+
+describe('otelProblems', () => {
+  it('when OTEL_* values break the specification, then the check names each', () => {
+    expect(
+      otelProblems({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel-collector:4318/v1/traces',
+        OTEL_TRACES_SAMPLER: 'ratio',
+        OTEL_TRACES_SAMPLER_ARG: '10',
+        OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name',
+        OTEL_SDK_DISABLED: 'yes',
+      }),
+    ).toEqual([
+      'OTEL_EXPORTER_OTLP_ENDPOINT has a path: http://otel-collector:4318/v1/traces',
+      'OTEL_TRACES_SAMPLER ratio is not a standard sampler',
+      'OTEL_TRACES_SAMPLER_ARG without a ratio sampler',
+      'OTEL_TRACES_SAMPLER_ARG 10 is not a ratio in [0, 1]',
+      'OTEL_RESOURCE_ATTRIBUTES entry deployment.environment.name is not key=value',
+      'OTEL_SDK_DISABLED yes is not true or false',
+    ]);
+    expect(otelProblems({})).toEqual([]);
+    expect(DEPLOY_ENV.has('OTEL_EXPORTER_OTLP_ENDPIONT')).toBe(false);
   });
 });

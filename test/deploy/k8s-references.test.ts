@@ -23,10 +23,11 @@ import {
 import {
   type Config,
   configProblems,
+  DEPLOY_ENV,
   exists,
   isPlaceholderSecret,
-  KNOWN_ENV,
   loadConfig,
+  otelProblems,
   readText,
   readYaml,
   SECRET_FILE_KEYS,
@@ -236,17 +237,54 @@ describe.skipIf(!kubectlAvailable)('cross-references in the rendered overlays (n
       }
     });
 
-    it('when the API containers start, then every variable they get is a key src/config.ts knows', () => {
+    it('when the API containers start, then every variable they get is a key src/config.ts knows (or a standard OTEL_* one)', () => {
+      // OTEL_* keys are read by the OpenTelemetry SDK, not src/config.ts: DEPLOY_ENV names each one
+      // (test/deploy/support/repo.ts), so a misspelt OTEL_ key still fails here.
       for (const p of appPods(objects))
-        for (const c of containers(p))
-          for (const key of Object.keys(containerEnv(objects, c)))
-            expect(KNOWN_ENV.has(key), `${id(p.owner)}: ${key} is not a key src/config.ts knows`).toBe(true);
+        for (const c of containers(p)) {
+          const env = containerEnv(objects, c);
+          for (const key of Object.keys(env))
+            expect(DEPLOY_ENV.has(key), `${id(p.owner)}: ${key} is not a key src/config.ts knows`).toBe(true);
+          expect(otelProblems(env), id(p.owner)).toEqual([]);
+        }
       for (const cm of ofKind(objects, 'ConfigMap'))
         for (const key of Object.keys(cm.data ?? {}))
           expect(
             SECRET_FILE_KEYS.has(key) || !/SECRET|PASSWORD|TOKEN|_URL$/.test(key),
             `${key} in a ConfigMap`,
           ).toBe(true);
+    });
+
+    it('when traces are exported, then the OTLP endpoint is an in-cluster Service in a namespace the api-server NetworkPolicy opens on that port', () => {
+      const env = containerEnv(objects, apiContainer());
+      const endpoint = env.OTEL_EXPORTER_OTLP_ENDPOINT;
+      // Sampling is configured wherever an endpoint may be set: parent-based, at most 10 % of new traces.
+      expect(env.OTEL_TRACES_SAMPLER).toBe('parentbased_traceidratio');
+      if (dir === 'overlays/production') {
+        expect(endpoint, 'production exports traces').toBeDefined();
+        expect(Number(env.OTEL_TRACES_SAMPLER_ARG)).toBeLessThanOrEqual(0.1);
+        expect(env.OTEL_RESOURCE_ATTRIBUTES).toContain('deployment.environment.name=production');
+      } else {
+        // The base and the development overlay have no collector to send to: tracing stays off.
+        expect(endpoint).toBeUndefined();
+        return;
+      }
+      const url = new URL(endpoint as string);
+      const m = /^([a-z0-9-]+)\.([a-z0-9-]+)\.svc(\.cluster\.local)?$/.exec(url.hostname);
+      expect(m, `${url.hostname} is not <service>.<namespace>.svc`).not.toBeNull();
+      const namespace = m?.[2];
+      const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
+      const policy = one(objects, 'NetworkPolicy', 'api-server');
+      const open = policy.spec.egress.some(
+        (rule: {
+          to?: { namespaceSelector?: { matchLabels?: Record<string, string> } }[];
+          ports?: { port: number }[];
+        }) =>
+          (rule.to ?? []).some(
+            (peer) => peer.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name'] === namespace,
+          ) && (rule.ports ?? []).some((p) => p.port === port),
+      );
+      expect(open, `api-server NetworkPolicy does not let traces out to ${namespace}:${port}`).toBe(true);
     });
 
     it('when the API containers start with their Secret mounted, then the configuration loads (every required key set)', () => {

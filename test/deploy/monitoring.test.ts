@@ -6,7 +6,14 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { type ComposeService, durationMs, hostPathFor, parseCompose, serviceEnv } from './support/compose.ts';
+import {
+  type ComposeService,
+  durationMs,
+  hostPathFor,
+  parseCompose,
+  publishedPorts,
+  serviceEnv,
+} from './support/compose.ts';
 import { exists, listFiles, ROOT, readText, readYaml, repoPath } from './support/repo.ts';
 
 interface AlertRule {
@@ -108,6 +115,15 @@ describe('alert rules', () => {
   });
 });
 
+interface GrafanaDatasource {
+  name: string;
+  uid?: string;
+  type: string;
+  url: string;
+  isDefault?: boolean;
+  jsonData?: { exemplarTraceIdDestinations?: { name: string; datasourceUid?: string; url?: string }[] };
+}
+
 describe('the monitoring configs compose mounts', () => {
   const prometheusService = service('prometheus');
   const configPath = flag(prometheusService, 'config.file') as string;
@@ -166,14 +182,15 @@ describe('the monitoring configs compose mounts', () => {
     const grafana = service('grafana');
     const provisioning = hostPathFor(grafana, '/etc/grafana/provisioning') as string;
     expect(provisioning).toBeDefined();
-    const datasources = listFiles(posix.join(provisioning, 'datasources'));
-    expect(datasources.length).toBeGreaterThan(0);
-    for (const file of datasources) {
-      const ds = readYaml<{ datasources: { type: string; url: string; isDefault?: boolean }[] }>(file);
-      const prom = ds.datasources.find((d) => d.type === 'prometheus');
-      expect(prom?.url).toBe('http://prometheus:9090');
-      expect(prom?.isDefault).toBe(true);
-    }
+    const files = listFiles(posix.join(provisioning, 'datasources'));
+    expect(files.length).toBeGreaterThan(0);
+    const datasources = files.flatMap(
+      (file) => readYaml<{ datasources: GrafanaDatasource[] }>(file).datasources,
+    );
+    const prometheusSources = datasources.filter((d) => d.type === 'prometheus');
+    expect(prometheusSources.map((d) => d.url)).toEqual(['http://prometheus:9090']);
+    expect(prometheusSources[0]?.isDefault).toBe(true);
+    expect(datasources.filter((d) => d.isDefault).length).toBe(1);
     const providers = listFiles(posix.join(provisioning, 'dashboards')).flatMap(
       (file) => readYaml<{ providers: { type: string; options: { path: string } }[] }>(file).providers,
     );
@@ -185,5 +202,43 @@ describe('the monitoring configs compose mounts', () => {
       expect(exists(host as string)).toBe(true);
     }
     expect(serviceEnv(grafana).GF_AUTH_ANONYMOUS_ORG_ROLE).toBe('Viewer');
+  });
+});
+
+describe('from metrics to traces in compose', () => {
+  const grafana = service('grafana');
+  const provisioning = hostPathFor(grafana, '/etc/grafana/provisioning') as string;
+  const datasources = listFiles(posix.join(provisioning, 'datasources')).flatMap(
+    (file) => readYaml<{ datasources: GrafanaDatasource[] }>(file).datasources,
+  );
+
+  it('when Grafana starts, then it provisions the jaeger service as a trace datasource, on the port Jaeger serves its query API', () => {
+    const traces = datasources.filter((d) => d.type === 'jaeger');
+    expect(traces.length).toBe(1);
+    const url = new URL((traces[0] as GrafanaDatasource).url);
+    expect(url.protocol).toBe('http:');
+    expect(compose.services[url.hostname], `${url.hostname} is not a compose service`).toBeDefined();
+    expect(service(url.hostname).image).toMatch(/^jaegertracing\/jaeger:/);
+    // 16686: Jaeger's query API and UI, the port the jaeger service publishes for the browser too.
+    expect(Number(url.port)).toBe(16686);
+    expect(publishedPorts(service(url.hostname)).map((p) => p.target)).toContain(16686);
+  });
+
+  it('when a latency exemplar is clicked, then Prometheus keeps exemplars and Grafana opens their traceId in the trace datasource', () => {
+    const prometheusService = service('prometheus');
+    const args = Array.isArray(prometheusService.command) ? prometheusService.command : [];
+    const features = args
+      .filter((a) => a.startsWith('--enable-feature='))
+      .flatMap((a) => a.slice('--enable-feature='.length).split(','));
+    expect(features).toContain('exemplar-storage');
+    const prom = datasources.find((d) => d.type === 'prometheus') as GrafanaDatasource;
+    const destinations = prom.jsonData?.exemplarTraceIdDestinations ?? [];
+    expect(destinations.length).toBeGreaterThan(0);
+    const uids = new Set(datasources.filter((d) => d.type === 'jaeger').map((d) => d.uid));
+    for (const d of destinations) {
+      // The exemplar label the API's histogram carries (the trace id of the observed request).
+      expect(d.name).toBe('traceId');
+      expect(uids, `${d.datasourceUid} is not a provisioned trace datasource`).toContain(d.datasourceUid);
+    }
   });
 });

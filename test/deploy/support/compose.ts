@@ -30,6 +30,7 @@ export interface ComposeService {
   stop_grace_period?: string;
   init?: boolean;
   user?: string;
+  mem_limit?: string | number;
 }
 
 export interface ComposeFile {
