@@ -67,6 +67,8 @@ const HELP = `usage: npm run bench -- [options]
   --baseline <ref>    also run that git ref's build (e.g. 6f27b15, the last Node 20 one) on the
                       system Node, beside this tree: hot path, start-up and RSS (default off)
   --node-options <s>  NODE_OPTIONS for this tree's service (default: docker/Dockerfile's, as production)
+  --service-env <k=v> an environment variable for this tree's service, repeatable (e.g. the OTEL_*
+                      ones, to measure tracing: the bench otherwise strips every key src/config.ts reads)
   --baseline-node <p> the Node.js that installs, builds and runs the baseline (default /usr/bin/node;
                       npm is the one next to it)
   --max-minutes <n>   hard deadline: clean up and exit 1 past it (default 20; 30 with --baseline)
@@ -86,6 +88,7 @@ function readOptions() {
       'fill-keys': { type: 'string', default: '1000000' },
       baseline: { type: 'string' },
       'node-options': { type: 'string', default: IMAGE_NODE_OPTIONS },
+      'service-env': { type: 'string', multiple: true, default: [] },
       'baseline-node': { type: 'string', default: '/usr/bin/node' },
       'max-minutes': { type: 'string' },
       patience: { type: 'string', default: '180' },
@@ -129,6 +132,16 @@ function readOptions() {
     baseline: values.baseline,
     baselineNode: values['baseline-node'],
     nodeOptions: values['node-options'],
+    serviceEnv: Object.fromEntries(
+      values['service-env'].map((pair) => {
+        const at = pair.indexOf('=');
+        if (at < 1) {
+          process.stderr.write(`--service-env takes KEY=VALUE, not ${pair}\n`);
+          process.exit(2);
+        }
+        return [pair.slice(0, at), pair.slice(at + 1)];
+      }),
+    ) as Record<string, string>,
     maxMinutes: positive('max-minutes', values['max-minutes'] ?? (values.baseline ? '30' : '20')),
     patienceS: positive('patience', values.patience, true),
     outDir: values.out,
@@ -473,6 +486,7 @@ async function main(opts: Options, cleanup: Cleanup) {
       cpuModel: os.cpus()[0]?.model ?? 'unknown',
       node: process.version,
       serviceNodeOptions: opts.nodeOptions,
+      ...(Object.keys(opts.serviceEnv).length > 0 ? { serviceEnv: opts.serviceEnv } : {}),
       loadAvgAtStart: os.loadavg().map((l) => Math.round(l * 100) / 100),
       memoryGB: Math.round(os.totalmem() / 2 ** 30),
     },
@@ -511,7 +525,7 @@ async function main(opts: Options, cleanup: Cleanup) {
   log(`bench: creating database and credentials (Redis prefix bench:${process.pid}:)`);
   const env = await createBenchEnv(cleanup, { jwtExpiresIn: `${Math.ceil(opts.maxMinutes) + 30}m` });
   report.git.snapshotAt = env.source.takenAt;
-  const servers = new Servers(env, cleanup, baseline, opts.nodeOptions);
+  const servers = new Servers(env, cleanup, baseline, opts.nodeOptions, opts.serviceEnv);
   const ctx: RunnerContext = {
     env,
     servers,

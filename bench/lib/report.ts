@@ -95,7 +95,13 @@ export function renderReport(r: BenchReport): string {
         ? `baseline ${b.ref} (${b.commit}) built and run on Node ${b.node.replace(/^v/, '')} (prepared in ${b.prepareSeconds} s); `
         : '') +
       `${r.machine.cpus} × ${r.machine.cpuModel}, ` +
-      `${r.machine.memoryGB} GB, Node ${r.machine.node}${r.machine.serviceNodeOptions ? ` (service: NODE_OPTIONS=${r.machine.serviceNodeOptions}, as the image)` : ''}; load average at start ${r.machine.loadAvgAtStart.join(' ')}. ` +
+      `${r.machine.memoryGB} GB, Node ${r.machine.node}${r.machine.serviceNodeOptions ? ` (service: NODE_OPTIONS=${r.machine.serviceNodeOptions}, as the image)` : ''}${
+        r.machine.serviceEnv
+          ? ` (service env: ${Object.entries(r.machine.serviceEnv)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(' ')})`
+          : ''
+      }; load average at start ${r.machine.loadAvgAtStart.join(' ')}. ` +
       `Runs: ${r.options.rounds} rounds × (${r.options.warmupS} s warm-up + ${r.options.durationS} s measured), ` +
       `${r.options.connections} connections, servers alternated within each round. Medians over rounds; ` +
       `errors and non-2xx are sums; RSS is the highest sample.`,

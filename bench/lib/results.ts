@@ -209,6 +209,8 @@ export interface BenchReport {
     node: string;
     /** NODE_OPTIONS this tree's service ran with (the image's). */
     serviceNodeOptions?: string;
+    /** --service-env: variables given to this tree's service. */
+    serviceEnv?: Record<string, string>;
     loadAvgAtStart: number[];
     memoryGB: number;
   };

@@ -38,9 +38,17 @@ export class Servers {
   private readonly cleanup: Cleanup;
   private readonly baseline: BaselineBuild | undefined;
   private readonly nodeOptions: string;
+  private readonly serviceEnv: Record<string, string>;
 
-  /** `nodeOptions`: NODE_OPTIONS for this tree's service (the image's by default). */
-  constructor(env: BenchEnv, cleanup: Cleanup, baseline?: BaselineBuild, nodeOptions = IMAGE_NODE_OPTIONS) {
+  /** `nodeOptions`: NODE_OPTIONS for this tree's service (the image's by default); `serviceEnv`: more variables for it. */
+  constructor(
+    env: BenchEnv,
+    cleanup: Cleanup,
+    baseline?: BaselineBuild,
+    nodeOptions = IMAGE_NODE_OPTIONS,
+    serviceEnv: Record<string, string> = {},
+  ) {
+    this.serviceEnv = serviceEnv;
     this.env = env;
     this.cleanup = cleanup;
     this.baseline = baseline;
@@ -89,7 +97,12 @@ export class Servers {
     return ServerProcess.start({
       ...common,
       args: [...(options.nodeArgs ?? []), 'src/main.ts'],
-      env: { ...env, NODE_OPTIONS: this.nodeOptions, NODE_COMPILE_CACHE: this.env.source.compileCacheDir },
+      env: {
+        ...env,
+        ...this.serviceEnv,
+        NODE_OPTIONS: this.nodeOptions,
+        NODE_COMPILE_CACHE: this.env.source.compileCacheDir,
+      },
       cwd: this.env.source.root,
     });
   }
