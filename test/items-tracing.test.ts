@@ -227,8 +227,11 @@ describe('OpenTelemetry tracing of the real process', () => {
       expect(readChildren.some((s) => s.scope.includes('pg'))).toBe(true);
       expect(descendsFrom(readChildren, get.spanId)).toBe(true);
 
-      // The request's log line carries the same trace id and its span id, next to the request id.
-      const line = server.logs.find((l) => l.msg === 'request completed' && l.traceId === traceId);
+      // The request's log line carries the same trace id and its span id, next to the request id (the
+      // server writes its lines in batches: wait for it).
+      const line = await until(() =>
+        server.logs.find((l) => l.msg === 'request completed' && l.traceId === traceId),
+      );
       expect(line).toMatchObject({ traceId, spanId: post.spanId, statusCode: 201 });
       expect(line?.requestId).toBeTypeOf('string');
     });
