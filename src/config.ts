@@ -3,7 +3,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 
 /** Variables that hold secrets: each may instead be given as <NAME>_FILE (docker and Kubernetes secrets). */
-export const SECRET_KEYS = ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET', 'JWT_VERIFY_SECRETS'] as const;
+export const SECRET_KEYS = [
+  'DATABASE_URL',
+  'MIGRATE_DATABASE_URL',
+  'REDIS_URL',
+  'REDIS_CLUSTER_NODES',
+  'JWT_SECRET',
+  'JWT_VERIFY_SECRETS',
+] as const;
 
 /** Outside production an unset JWT_SECRET falls back to this (also the .env.example value); production refuses it. */
 export const DEVELOPMENT_JWT_SECRET = 'development-only-secret-change-me-0123456789';
@@ -92,6 +99,10 @@ const EnvSchema = z.object({
   ALLOW_IN_PRODUCTION: list.pipe(z.array(z.enum(PRODUCTION_OPT_INS))).default([]),
 
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+  /** Where migrations run (they hold a session advisory lock): a direct URL, not a transaction pooler. */
+  MIGRATE_DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+  /** transaction: DATABASE_URL is a PgBouncer in pool_mode = transaction (no session state, no startup parameters). */
+  DATABASE_POOL_MODE: z.enum(['session', 'transaction']).default('session'),
   DATABASE_POOL_MAX: int(1, 1000).default(10),
   DATABASE_CONNECT_TIMEOUT_MS: int(100, 60_000).default(2000),
   DATABASE_STATEMENT_TIMEOUT_MS: int(0, 3_600_000).default(5000),
@@ -103,6 +114,14 @@ const EnvSchema = z.object({
   MIGRATE_ON_START: bool.optional(),
 
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+  /** Redis Cluster seed nodes instead of REDIS_URL: host:port or redis[s]://[user:password@]host:port, comma-separated. */
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .superRefine((v, ctx) => {
+      const parsed = parseClusterNodes(v);
+      if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+    })
+    .optional(),
   REDIS_KEY_PREFIX: z.string().max(64).default('api:'),
   REDIS_CONNECT_TIMEOUT_MS: int(100, 60_000).default(1000),
   REDIS_COMMAND_TIMEOUT_MS: int(10, 60_000).default(500),
@@ -318,14 +337,80 @@ export function loadConfig(env: Source = process.env, options: LoadOptions = {})
   }
   for (const file of [config.JWT_PRIVATE_KEY_FILE, ...config.JWT_PUBLIC_KEY_FILES])
     if (file !== undefined && !existsSync(file)) problems.push(`JWT key file not found: ${file}`);
+  if (config.DATABASE_POOL_MODE === 'transaction') {
+    if (config.DATABASE_URL === undefined)
+      problems.push(
+        'DATABASE_POOL_MODE=transaction requires DATABASE_URL (the embedded database has no pooler)',
+      );
+    else if (config.MIGRATE_ON_START && config.MIGRATE_DATABASE_URL === undefined)
+      problems.push(
+        'DATABASE_POOL_MODE=transaction with MIGRATE_ON_START requires MIGRATE_DATABASE_URL (a direct URL: migrations hold a session lock)',
+      );
+  }
+  if (config.MIGRATE_DATABASE_URL !== undefined && config.DATABASE_URL === undefined)
+    problems.push('MIGRATE_DATABASE_URL requires DATABASE_URL');
   if (
     config.DATABASE_SSL === 'verify-full' &&
     config.DATABASE_SSL_CA_FILE &&
     !existsSync(config.DATABASE_SSL_CA_FILE)
   )
     problems.push('DATABASE_SSL_CA_FILE: file not found');
+  if (config.REDIS_CLUSTER_NODES !== undefined) {
+    if (config.REDIS_URL !== undefined) problems.push('REDIS_URL and REDIS_CLUSTER_NODES: set one, not both');
+    // A hash tag in the prefix would put every key in one slot: a cluster of one busy shard.
+    if (/[{}]/.test(config.REDIS_KEY_PREFIX))
+      problems.push('REDIS_KEY_PREFIX must not contain { or } with REDIS_CLUSTER_NODES');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+export interface ClusterNodes {
+  nodes: { host: string; port: number }[];
+  username?: string;
+  password?: string;
+  tls: boolean;
+}
+
+/**
+ * REDIS_CLUSTER_NODES: seed nodes as host:port, or as redis[s]:// URLs carrying the password and
+ * TLS as REDIS_URL does; those must be the same on every URL entry. Returns a message when invalid.
+ */
+export function parseClusterNodes(value: string): ClusterNodes | string {
+  const entries = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (entries.length === 0) return 'must list at least one host:port';
+  const nodes: ClusterNodes['nodes'] = [];
+  const auth = new Set<string>();
+  let result: ClusterNodes = { nodes, tls: false };
+  for (const entry of entries) {
+    let url: URL;
+    try {
+      url = new URL(/^rediss?:\/\//.test(entry) ? entry : `redis://${entry}`);
+    } catch {
+      return 'each entry must be host:port or a redis:// or rediss:// URL';
+    }
+    const port = Number(url.port);
+    if (!url.hostname || !Number.isInteger(port) || port < 1 || (url.pathname !== '' && url.pathname !== '/'))
+      return 'each entry must be host:port or a redis:// or rediss:// URL with a port (no database number)';
+    nodes.push({ host: url.hostname.replace(/^\[|\]$/g, ''), port });
+    if (entry.includes('://')) {
+      const username = decodeURIComponent(url.username);
+      const password = decodeURIComponent(url.password);
+      const tls = url.protocol === 'rediss:';
+      auth.add(JSON.stringify([username, password, tls]));
+      result = {
+        nodes,
+        tls,
+        ...(username ? { username } : {}),
+        ...(password ? { password } : {}),
+      };
+    }
+  }
+  if (auth.size > 1) return 'every URL entry must carry the same credentials and scheme';
+  return result;
 }
 
 const SECRET_NAME = /SECRET|PASSWORD|TOKEN|KEY$/;
@@ -336,6 +421,11 @@ export function maskConfig(config: Config): Record<string, unknown> {
   for (const [key, value] of Object.entries(config)) {
     if (value === undefined) continue;
     if (SECRET_NAME.test(key) && key !== 'REDIS_KEY_PREFIX') out[key] = '[redacted]';
+    else if (key === 'REDIS_CLUSTER_NODES' && typeof value === 'string')
+      out[key] = value
+        .split(',')
+        .map((entry) => (entry.includes('://') ? maskUrl(entry.trim()) : entry.trim()))
+        .join(',');
     else if (typeof value === 'string' && /^[a-z]+:\/\//i.test(value)) out[key] = maskUrl(value);
     else out[key] = value;
   }

@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -270,30 +270,6 @@ describe('auth: revocation reaches every instance', () => {
   });
   afterAll(() => db.drop());
 
-  it('when a key is revoked on instance A, then instance B (which had it cached) refuses it within 5 s', async () => {
-    const prefix = `test:${randomUUID().slice(0, 8)}:`;
-    const a = await buildTestApp({ db, redisPrefix: prefix });
-    const b = await buildTestApp({ db, redisPrefix: prefix });
-    try {
-      const admin = await createKey(a.app, ['admin']);
-      const victim = await createKey(a.app, []);
-      expect((await request(b.app.server).get('/v1/me').set('x-api-key', victim.key)).status).toBe(200);
-      await request(a.app.server).delete(`/v1/api-keys/${victim.id}`).set('x-api-key', admin.key).expect(204);
-      const started = Date.now();
-      let status = 200;
-      while (status === 200 && Date.now() - started < 5000) {
-        status = (await request(b.app.server).get('/v1/me').set('x-api-key', victim.key)).status;
-        if (status === 200) await new Promise((r) => setTimeout(r, 20));
-      }
-      expect(status).toBe(401);
-      // Through Redis pub/sub this is near-immediate, far inside the 5 s bound.
-      expect(Date.now() - started).toBeLessThan(1000);
-    } finally {
-      await a.close();
-      await b.close();
-    }
-  });
-
   it('when there is no Redis, then the cache TTL bounds how long instance B accepts a revoked key', async () => {
     const a = await buildTestApp({ db, redis: false, env: { API_KEY_CACHE_TTL_MS: '300' } });
     const b = await buildTestApp({ db, redis: false, env: { API_KEY_CACHE_TTL_MS: '300' } });
@@ -304,39 +280,6 @@ describe('auth: revocation reaches every instance', () => {
       await request(a.app.server).delete(`/v1/api-keys/${victim.id}`).set('x-api-key', admin.key).expect(204);
       await new Promise((r) => setTimeout(r, 350));
       expect((await request(b.app.server).get('/v1/me').set('x-api-key', victim.key)).status).toBe(401);
-    } finally {
-      await a.close();
-      await b.close();
-    }
-  });
-
-  it('when a token is revoked on instance A, then instance B refuses it', async () => {
-    const prefix = `test:${randomUUID().slice(0, 8)}:`;
-    const a = await buildTestApp({ db, redisPrefix: prefix });
-    const b = await buildTestApp({ db, redisPrefix: prefix });
-    try {
-      const token = signToken(a.app, { sub: 'carol' });
-      expect((await request(b.app.server).get('/v1/me').set('authorization', `Bearer ${token}`)).status).toBe(
-        200,
-      );
-      const res = await request(a.app.server)
-        .post('/v1/auth/revoke')
-        .set('authorization', `Bearer ${token}`)
-        .send({ token });
-      expect(res.body).toEqual({ revoked: true });
-      await new Promise((r) => setTimeout(r, 100));
-      expect((await request(b.app.server).get('/v1/me').set('authorization', `Bearer ${token}`)).status).toBe(
-        401,
-      );
-      // A third instance starting later loads the revocation from Redis.
-      const c = await buildTestApp({ db, redisPrefix: prefix });
-      try {
-        expect(
-          (await request(c.app.server).get('/v1/me').set('authorization', `Bearer ${token}`)).status,
-        ).toBe(401);
-      } finally {
-        await c.close();
-      }
     } finally {
       await a.close();
       await b.close();

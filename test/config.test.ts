@@ -236,3 +236,55 @@ describe('config: JWT modes and tools', () => {
     expect(loadConfig({ APP_VERSION: '1.2.3+abc' }).APP_VERSION).toBe('1.2.3+abc');
   });
 });
+
+describe('config: PgBouncer and the migration URL', () => {
+  const DB = 'postgres://app:pw@pgbouncer.internal:6432/app';
+  const DIRECT = 'postgres://migrator:secretpw@db.internal:5432/app';
+
+  it('when nothing is set, then the pool mode is session and migrations use DATABASE_URL', () => {
+    const c = loadConfig({ DATABASE_URL: DB });
+    expect(c.DATABASE_POOL_MODE).toBe('session');
+    expect(c.MIGRATE_DATABASE_URL).toBeUndefined();
+  });
+
+  it('when transaction mode migrates on start, then MIGRATE_DATABASE_URL is required; with it, or without migrating, it loads', () => {
+    expect(problemsOf({ DATABASE_URL: DB, DATABASE_POOL_MODE: 'transaction' })).toEqual([
+      'DATABASE_POOL_MODE=transaction with MIGRATE_ON_START requires MIGRATE_DATABASE_URL (a direct URL: migrations hold a session lock)',
+    ]);
+    const c = loadConfig({
+      DATABASE_URL: DB,
+      DATABASE_POOL_MODE: 'transaction',
+      MIGRATE_DATABASE_URL: DIRECT,
+    });
+    expect(c.DATABASE_POOL_MODE).toBe('transaction');
+    expect(c.MIGRATE_DATABASE_URL).toBe(DIRECT);
+    expect(
+      loadConfig({ ...PROD_OK, DATABASE_URL: DB, DATABASE_POOL_MODE: 'transaction' }).MIGRATE_ON_START,
+    ).toBe(false);
+  });
+
+  it('when transaction mode or a migration URL comes without DATABASE_URL, or a value is malformed, then each is named', () => {
+    expect(problemsOf({ DATABASE_POOL_MODE: 'transaction', MIGRATE_ON_START: 'false' })).toEqual([
+      'DATABASE_POOL_MODE=transaction requires DATABASE_URL (the embedded database has no pooler)',
+    ]);
+    expect(problemsOf({ MIGRATE_DATABASE_URL: DIRECT })).toEqual([
+      'MIGRATE_DATABASE_URL requires DATABASE_URL',
+    ]);
+    expect(
+      problemsOf({ DATABASE_URL: DB, MIGRATE_DATABASE_URL: 'mysql://x@h/d', DATABASE_POOL_MODE: 'statement' })
+        .map((p) => p.split(':')[0])
+        .sort(),
+    ).toEqual(['DATABASE_POOL_MODE', 'MIGRATE_DATABASE_URL']);
+  });
+
+  it('when MIGRATE_DATABASE_URL_FILE is set, then the file is read, and the startup log masks its password', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'cfg-')), 'migrate');
+    writeFileSync(file, `${DIRECT}\n`);
+    const c = loadConfig({ DATABASE_URL: DB, MIGRATE_DATABASE_URL_FILE: file });
+    expect(c.MIGRATE_DATABASE_URL).toBe(DIRECT);
+    expect(maskConfig(c).MIGRATE_DATABASE_URL).toBe('postgres://migrator:***@db.internal:5432/app');
+    expect(
+      problemsOf({ DATABASE_URL: DB, MIGRATE_DATABASE_URL: DIRECT, MIGRATE_DATABASE_URL_FILE: file }),
+    ).toEqual(['MIGRATE_DATABASE_URL and MIGRATE_DATABASE_URL_FILE are both set: use one']);
+  });
+});

@@ -38,25 +38,6 @@ describe('idempotency across instances and resources', () => {
   const count = async (table: string, name: string) =>
     (await a.app.db.query(`SELECT count(*)::int AS n FROM ${table} WHERE name = $1`, [name])).rows[0].n;
 
-  it('when a POST is retried with the same key and body on another instance, then the first response is replayed', async () => {
-    const first = await post(a, 'retry-1', { name: 'once' });
-    // Same JSON, other whitespace: still the same request.
-    const again = await request(b.app.server)
-      .post('/v1/notes')
-      .set('x-api-key', key)
-      .set('idempotency-key', 'retry-1')
-      .set('content-type', 'application/json')
-      .send('{  "name":"once"}');
-    expect(first.status).toBe(201);
-    expect(again.status).toBe(201);
-    expect(again.body).toEqual(first.body);
-    expect(again.headers.location).toBe(first.headers.location);
-    expect(again.headers['content-type']).toBe(first.headers['content-type']);
-    expect(again.headers['idempotent-replayed']).toBe('true');
-    expect(first.headers['idempotent-replayed']).toBeUndefined();
-    expect(await count('notes', 'once')).toBe(1);
-  });
-
   it('when two resources get the same key and body, then each creates its own row: no cross-resource replay', async () => {
     const note = await post(a, 'same-key', { name: 'same body' });
     const task = await post(b, 'same-key', { name: 'same body' }, { path: '/v1/tasks' });
@@ -78,15 +59,6 @@ describe('idempotency across instances and resources', () => {
     expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
     expect(res.body.type).toBe('urn:problem-type:idempotency-key-reused');
     expect(await count('notes', 'second body')).toBe(0);
-  });
-
-  it('when the same key races on two instances, then one row exists and every response is it', async () => {
-    const results = await Promise.all(
-      Array.from({ length: 10 }, (_, i) => post(i % 2 ? a : b, 'race-1', { name: 'raced' })),
-    );
-    expect(results.map((r) => r.status)).toEqual(Array(10).fill(201));
-    expect(new Set(results.map((r) => r.body.id)).size).toBe(1);
-    expect(await count('notes', 'raced')).toBe(1);
   });
 
   it('when another principal uses the same key, then it is a separate request', async () => {

@@ -121,34 +121,6 @@ describe('rate limiting over shared Redis', () => {
   });
   afterAll(() => db.drop());
 
-  it('when 200 requests race through 3 instances at capacity 100, then exactly 100 pass', async () => {
-    const prefix = `test:${randomUUID().slice(0, 8)}:`;
-    // 100 per hour: no token comes back during the test.
-    const env = { RATE_LIMIT_MAX_REQUESTS: '100', RATE_LIMIT_WINDOW_MS: '3600000' };
-    const apps = await Promise.all([0, 1, 2].map(() => buildTestApp({ db, redisPrefix: prefix, env })));
-    try {
-      const { key } = await createKey(apps[0]!.app, []);
-      const statuses = await Promise.all(
-        Array.from({ length: 200 }, (_, i) =>
-          request(apps[i % 3]!.app.server)
-            .get('/v1/me')
-            .set('x-api-key', key)
-            .then((r) => r.status),
-        ),
-      );
-      expect(statuses.filter((s) => s === 200)).toHaveLength(100);
-      expect(statuses.filter((s) => s === 429)).toHaveLength(100);
-      // One key for the one client, shared by the instances, and it expires.
-      const redis = new Redis(TEST_REDIS_URL);
-      const keys = await redis.keys(`${prefix}rl:*`);
-      expect(keys).toHaveLength(1);
-      expect(await redis.pttl(keys[0] as string)).toBeGreaterThan(0);
-      redis.disconnect();
-    } finally {
-      await Promise.all(apps.map((a) => a.close()));
-    }
-  });
-
   describe('one instance with a small bucket', () => {
     let t: TestApp;
     beforeAll(async () => {

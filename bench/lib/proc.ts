@@ -73,7 +73,7 @@ export function busyPercentOfOneCore(before: MachineCpu, after: MachineCpu, core
 }
 
 /** Processes that belong to the system under test without being the server: the shared Postgres and Redis. */
-const INFRA_COMMANDS = new Set(['postgres', 'redis-server']);
+const INFRA_COMMANDS = new Set(['postgres', 'redis-server', 'pgbouncer']);
 
 export interface CpuSnapshot {
   machine: MachineCpu;

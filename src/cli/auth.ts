@@ -1,11 +1,11 @@
 // `npm run auth:<command>`: create-api-key, revoke-api-key, generate-jwt-secret, generate-jwt-token.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createSigner } from 'fast-jwt';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import { loadConfig, loadDotEnv } from '../config.ts';
 import { loadJwtKeys } from '../lib/jwt-keys.ts';
-import { migrate } from '../lib/migrations.ts';
+import { migrate, roleStatementTimeout } from '../lib/migrations.ts';
+import { createRedisClient, publish } from '../lib/redis-client.ts';
 import { createApiKeysRepository } from '../modules/api-keys/api-keys-repository.ts';
 import { issueApiKey } from '../modules/api-keys/api-keys-service.ts';
 import { createAuditRepository } from '../plugins/auth/audit.ts';
@@ -32,7 +32,10 @@ function scopesArg(value: string | undefined): Scope[] {
 
 async function withDatabase<T>(fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
   const ctx = await cliContext();
-  if (ctx.config.MIGRATE_ON_START) await migrate({ databaseUrl: ctx.databaseUrl });
+  if (ctx.config.MIGRATE_ON_START) {
+    const timeout = roleStatementTimeout(ctx.config, ctx.databaseUrl);
+    await migrate({ databaseUrl: ctx.migrateUrl, ...(timeout ? { roleStatementTimeout: timeout } : {}) });
+  }
   const pool = new pg.Pool({ connectionString: ctx.databaseUrl, max: 1 });
   try {
     return await fn(pool);
@@ -116,17 +119,13 @@ async function main() {
           apiKeyId: id,
           clientAddress: 'cli',
         });
-        if (config.REDIS_URL) {
-          // Same message the service publishes, so running instances drop the key at once.
-          const redis = new Redis(config.REDIS_URL, {
-            lazyConnect: true,
-            maxRetriesPerRequest: 1,
-            connectTimeout: 2000,
-          });
+        // Same message the service publishes, so running instances drop the key at once.
+        const redis = createRedisClient(config);
+        if (redis) {
           try {
             await redis.connect();
             const message = JSON.stringify({ origin: 'cli', data: { type: 'api_key', id } });
-            await redis.publish(`${config.REDIS_KEY_PREFIX}auth`, message);
+            await publish(redis, `${config.REDIS_KEY_PREFIX}auth`, message);
           } catch {
             process.stderr.write(
               'warning: Redis unreachable; instances drop the key within API_KEY_CACHE_TTL_MS\n',

@@ -1,7 +1,7 @@
 // `npm run migrate` (up), `npm run migrate:down` (revert one), `npm run migrate:create -- name`.
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MIGRATIONS_DIR, migrate } from '../lib/migrations.ts';
+import { MIGRATIONS_DIR, migrate, roleStatementTimeout } from '../lib/migrations.ts';
 import { cliContext, fail, parseArgs } from './cli-context.ts';
 
 const TEMPLATE = `-- Up Migration
@@ -28,9 +28,17 @@ async function main() {
     fail('--count must be a positive integer', 2);
   // Migrations never touch tokens: the migration Job needs no JWT secret.
   const ctx = await cliContext({ withoutJwt: true });
+  if (ctx.config.DATABASE_POOL_MODE === 'transaction' && ctx.config.MIGRATE_DATABASE_URL === undefined)
+    fail(
+      'DATABASE_POOL_MODE=transaction: set MIGRATE_DATABASE_URL to a direct URL (migrations hold a session lock a transaction pooler cannot keep)',
+      78,
+    );
+  // Transaction pooling: the service's statement timeout becomes DATABASE_URL's role default here.
+  const timeout = roleStatementTimeout(ctx.config, ctx.databaseUrl);
   try {
     const applied = await migrate({
-      databaseUrl: ctx.databaseUrl,
+      databaseUrl: ctx.migrateUrl,
+      ...(timeout ? { roleStatementTimeout: timeout } : {}),
       direction: command,
       ...(count === undefined ? {} : { count }),
       log: (m) => process.stderr.write(`${m}\n`),

@@ -201,13 +201,13 @@ async function cachePlugin(app: FastifyInstance) {
     memory.set(fill.key, entry, { ttl: fill.ttlMs });
     fill.resolve(entry);
     if (redis && redisUsable()) {
-      redis
-        .multi()
-        .set(fill.key, JSON.stringify(entry), 'PX', fill.ttlMs)
+      // Two commands, not one MULTI: on a Redis Cluster the entry and its tag's generation live in
+      // different slots, so that one tag's entries spread over every shard.
+      Promise.all([
+        redis.set(fill.key, JSON.stringify(entry), 'PX', fill.ttlMs),
         // The generation must outlive every entry written under it.
-        .pexpire(`cache:gen:${fill.tag}`, fill.ttlMs * 2)
-        .exec()
-        .catch(redisFailed);
+        redis.pexpire(`cache:gen:${fill.tag}`, fill.ttlMs * 2),
+      ]).catch(redisFailed);
     }
     done(null, payload);
   };

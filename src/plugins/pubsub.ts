@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
+import { createRedisClient, publish, subscribe } from '../lib/redis-client.ts';
 
 type Handler = (message: unknown) => void;
 
@@ -25,6 +26,10 @@ async function pubsubPlugin(app: FastifyInstance) {
   const resyncHandlers: (() => void)[] = [];
   const prefix = app.config.REDIS_KEY_PREFIX;
 
+  const resync = () => {
+    for (const h of resyncHandlers) h();
+  };
+
   const deliver = (topic: string, message: unknown) => {
     for (const h of handlers.get(topic) ?? []) {
       try {
@@ -36,22 +41,23 @@ async function pubsubPlugin(app: FastifyInstance) {
   };
 
   const publisher = app.redis;
-  const subscriber = publisher?.duplicate({
-    lazyConnect: true,
-    enableOfflineQueue: true,
-    maxRetriesPerRequest: null,
-  });
+  const subscriber = publisher ? createRedisClient(app.config, { subscriber: true }) : null;
 
   if (subscriber) {
     let connectedBefore = false;
     subscriber.on('error', () => {}); // state is logged by the main client
     subscriber.on('ready', () => {
-      const channels = [...handlers.keys()].map((t) => prefix + t);
-      if (channels.length > 0) subscriber.subscribe(...channels).catch(() => {});
-      if (connectedBefore) for (const h of resyncHandlers) h();
+      subscribe(
+        subscriber,
+        [...handlers.keys()].map((t) => prefix + t),
+      ).catch(() => {});
+      if (connectedBefore) resync();
       connectedBefore = true;
     });
-    subscriber.on('message', (channel: string, raw: string) => {
+    // On a cluster the client moves its subscription to another node by itself when one leaves
+    // (a failover): messages published meanwhile may be lost, as after an outage.
+    if (subscriber.isCluster) subscriber.on('-node', () => connectedBefore && resync());
+    const onMessage = (channel: string, raw: string) => {
       let envelope: { origin?: string; data?: unknown };
       try {
         envelope = JSON.parse(raw) as { origin?: string; data?: unknown };
@@ -60,7 +66,8 @@ async function pubsubPlugin(app: FastifyInstance) {
       }
       if (envelope.origin === origin) return; // delivered locally when published
       deliver(channel.slice(prefix.length), envelope.data);
-    });
+    };
+    subscriber.on(subscriber.isCluster ? 'smessage' : 'message', onMessage);
     subscriber.connect().catch(() => {});
     app.addHook('onClose', async () => {
       subscriber.disconnect();
@@ -72,7 +79,7 @@ async function pubsubPlugin(app: FastifyInstance) {
       deliver(topic, message);
       if (!publisher) return true;
       try {
-        await publisher.publish(prefix + topic, JSON.stringify({ origin, data: message }));
+        await publish(publisher, prefix + topic, JSON.stringify({ origin, data: message }));
         return true;
       } catch (err) {
         app.log.warn({ err, topic }, 'pubsub: publish failed, other instances will catch up by TTL');
@@ -84,7 +91,7 @@ async function pubsubPlugin(app: FastifyInstance) {
       if (list) list.push(handler);
       else {
         handlers.set(topic, [handler]);
-        if (subscriber?.status === 'ready') subscriber.subscribe(prefix + topic).catch(() => {});
+        if (subscriber?.status === 'ready') subscribe(subscriber, [prefix + topic]).catch(() => {});
       }
     },
     onResync(handler) {

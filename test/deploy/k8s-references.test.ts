@@ -145,7 +145,10 @@ function appEnv(objects: K8sObject[], owner: PodOwner, c: Container, swapPlaceho
       values?.[key] ??
       {
         DATABASE_URL: 'postgres://api:test@db.example.internal:5432/api',
+        MIGRATE_DATABASE_URL: 'postgres://api:test@db.example.internal:5432/api',
         REDIS_URL: 'rediss://:test@cache.example.internal:6379/0',
+        REDIS_CLUSTER_NODES:
+          'rediss://:test@cache-0.example.internal:6379,rediss://:test@cache-1.example.internal:6379',
       }[key] ??
       STRONG_TEST_SECRET;
     return swapPlaceholders && isPlaceholderSecret(value) ? STRONG_TEST_SECRET : value;
@@ -297,6 +300,28 @@ describe.skipIf(!kubectlAvailable)('cross-references in the rendered overlays (n
           expect(config.MIGRATE_ON_START, `${id(p.owner)}: the Job migrates`).toBe(false);
           expect(config.DATABASE_URL).toBeDefined();
           expect(config.JWT_SECRET).toBeDefined();
+          // Through a transaction pooler the Job migrates over a direct URL (src/cli/migrate.ts refuses otherwise).
+          if (config.DATABASE_POOL_MODE === 'transaction' && p.owner.kind === 'Job')
+            expect(config.MIGRATE_DATABASE_URL, `${id(p.owner)}: MIGRATE_DATABASE_URL`).toBeDefined();
+        }
+    });
+
+    it('when the API containers get their Redis, then each reads exactly one of REDIS_URL_FILE and REDIS_CLUSTER_NODES_FILE, from a key the Secret has', () => {
+      // Production runs on a Redis Cluster (k8s/components/redis-cluster); the base and development on one Redis.
+      const expected = dir === 'overlays/production' ? 'REDIS_CLUSTER_NODES' : 'REDIS_URL';
+      const other = expected === 'REDIS_URL' ? 'REDIS_CLUSTER_NODES' : 'REDIS_URL';
+      const keys = secretKeys(objects, 'api-secrets');
+      expect(keys).toContain(expected);
+      expect(keys, `api-secrets still provides ${other}`).not.toContain(other);
+      for (const p of appPods(objects))
+        for (const c of containers(p)) {
+          const env = containerEnv(objects, c);
+          expect(env[`${expected}_FILE`], id(p.owner)).toBe(`/run/secrets/api/${expected}`);
+          expect(Object.keys(env), id(p.owner)).not.toContain(`${other}_FILE`);
+          expect(Object.keys(env), id(p.owner)).not.toContain(other);
+          const config = loadConfig(appEnv(objects, p, c, true));
+          expect(config[expected], id(p.owner)).toBeDefined();
+          expect(config[other], id(p.owner)).toBeUndefined();
         }
     });
 
@@ -427,7 +452,13 @@ describe.skipIf(!kubectlAvailable)('cross-references in the rendered overlays (n
         // settings differ from a managed service's).
         const env = Object.fromEntries(
           Object.entries(containerEnv(objects, c)).filter(
-            ([k]) => !SECRET_FILE_KEYS.has(k) && !k.startsWith('DATABASE_SSL') && k !== 'REDIS_KEY_PREFIX',
+            // DATABASE_POOL_MODE=transaction needs PgBouncer and the role default the Job sets:
+            // test/pgbouncer.test.ts runs that against the real thing.
+            ([k]) =>
+              !SECRET_FILE_KEYS.has(k) &&
+              !k.startsWith('DATABASE_SSL') &&
+              k !== 'DATABASE_POOL_MODE' &&
+              k !== 'REDIS_KEY_PREFIX',
           ),
         );
         const t = await buildTestApp({ db, env: { ...env, JWT_SECRET: STRONG_TEST_SECRET } });

@@ -154,7 +154,11 @@ describe.skipIf(!kubectlAvailable)('security invariants in the rendered overlays
       // The metrics port is what METRICS_PORT serves (9464), not the public one.
       const c = server().template.spec.containers[0];
       expect(c.ports.find((p: Any) => p.name === 'metrics').containerPort).toBe(9464);
-      expect(byPort(api.spec.egress)).toEqual(['TCP/4318', 'TCP/53', 'TCP/5432', 'TCP/6379', 'UDP/53']);
+      // Production reaches PostgreSQL through PgBouncer (6432, DATABASE_POOL_MODE=transaction).
+      const pooler = dir === 'overlays/production' ? ['TCP/6432'] : [];
+      expect(byPort(api.spec.egress)).toEqual(
+        ['TCP/4318', 'TCP/53', 'TCP/5432', ...pooler, 'TCP/6379', 'UDP/53'].sort(),
+      );
       // OTLP/HTTP traces go to the collector's namespace only, not to any address.
       const otlp = api.spec.egress.find((r: Any) => r.ports.some((p: Any) => p.port === 4318));
       expect(otlp.to).toEqual([

@@ -137,20 +137,51 @@ export interface Deployment {
   close(): Promise<void>;
 }
 
+/** Where a deployment's instances find Redis and Postgres: one Redis and direct Postgres by default. */
+export interface Topology {
+  /** Environment for every instance over `db` (set a variable to undefined to unset it). */
+  env(db: TestDatabase): Record<string, string | undefined>;
+  /** Every key matching a pattern, with its time to live in ms. */
+  keys(pattern: string): Promise<{ key: string; pttl: number }[]>;
+  /** Deletes every key under a prefix. */
+  deletePrefix(prefix: string): Promise<void>;
+}
+
+export const SINGLE_REDIS: Topology = {
+  env: () => ({}),
+  async keys(pattern) {
+    const client = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
+    try {
+      const keys = await client.keys(pattern);
+      return Promise.all(keys.map(async (key) => ({ key, pttl: await client.pttl(key) })));
+    } finally {
+      client.disconnect();
+    }
+  },
+  deletePrefix: deleteRedisPrefix,
+};
+
 /** N instances of one deployment: one database, one Redis prefix, as replicas behind a load balancer. */
-export async function buildDeployment(count: number, options: TestAppOptions = {}): Promise<Deployment> {
+export async function buildDeployment(
+  count: number,
+  options: TestAppOptions & { topology?: Topology } = {},
+): Promise<Deployment> {
+  const { topology = SINGLE_REDIS, ...appOptions } = options;
   const db = await createTestDatabase();
   const redisPrefix = `test:${randomBytes(4).toString('hex')}:`;
+  const env = { ...topology.env(db), ...appOptions.env };
   const instances: TestApp[] = [];
-  for (let i = 0; i < count; i++) instances.push(await buildTestApp({ ...options, db, redisPrefix }));
-  return {
-    instances,
-    db,
-    redisPrefix,
-    async close() {
-      for (const instance of instances) await instance.close();
-      await db.drop();
-      await deleteRedisPrefix(redisPrefix);
-    },
+  const close = async () => {
+    for (const instance of instances) await instance.close();
+    await db.drop();
+    await topology.deletePrefix(redisPrefix);
   };
+  try {
+    for (let i = 0; i < count; i++)
+      instances.push(await buildTestApp({ ...appOptions, env, db, redisPrefix }));
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { instances, db, redisPrefix, close };
 }
