@@ -14,6 +14,7 @@ import { Cleanup } from './lib/cleanup.ts';
 import { createBenchEnv, fillKeys, unfillKeys, usedMemory } from './lib/environment.ts';
 import { createFixtures, type Fixtures } from './lib/fixtures.ts';
 import { runLoad } from './lib/load.ts';
+import { loopbackOtlpPort, type OtlpSink, startOtlpSink } from './lib/otlp-sink.ts';
 import { runPaced } from './lib/paced-load.ts';
 import { runtimeStats, scrape, sumOf } from './lib/prometheus.ts';
 import { renderReport } from './lib/report.ts';
@@ -68,7 +69,8 @@ const HELP = `usage: npm run bench -- [options]
                       system Node, beside this tree: hot path, start-up and RSS (default off)
   --node-options <s>  NODE_OPTIONS for this tree's service (default: docker/Dockerfile's, as production)
   --service-env <k=v> an environment variable for this tree's service, repeatable (e.g. the OTEL_*
-                      ones, to measure tracing: the bench otherwise strips every key src/config.ts reads)
+                      ones, to measure tracing: the bench otherwise strips every key src/config.ts reads);
+                      an OTLP endpoint on 127.0.0.1 gets a sink from the bench unless one listens there
   --baseline-node <p> the Node.js that installs, builds and runs the baseline (default /usr/bin/node;
                       npm is the one next to it)
   --max-minutes <n>   hard deadline: clean up and exit 1 past it (default 20; 30 with --baseline)
@@ -525,6 +527,10 @@ async function main(opts: Options, cleanup: Cleanup) {
   log(`bench: creating database and credentials (Redis prefix bench:${process.pid}:)`);
   const env = await createBenchEnv(cleanup, { jwtExpiresIn: `${Math.ceil(opts.maxMinutes) + 30}m` });
   report.git.snapshotAt = env.source.takenAt;
+  // Tracing measured: a receiver on the loopback endpoint the service exports to (unless one runs there).
+  const otlpPort = loopbackOtlpPort(opts.serviceEnv);
+  let otlpSink: OtlpSink | undefined;
+  if (otlpPort !== undefined) otlpSink = await startOtlpSink(otlpPort, cleanup, log);
   const servers = new Servers(env, cleanup, baseline, opts.nodeOptions, opts.serviceEnv);
   const ctx: RunnerContext = {
     env,
@@ -660,6 +666,7 @@ async function main(opts: Options, cleanup: Cleanup) {
       `The machine stayed busy with work outside the bench: the ${opts.patienceS} s allowed for waiting and ` +
         'repeating runs ran out, and later runs were measured as they came. Rerun on a quiet machine.',
     );
+  if (otlpSink) report.notes.push(otlpSink.summary());
   report.targets = evaluateTargets(report);
   report.finishedAt = new Date().toISOString();
 

@@ -13,6 +13,7 @@ import { createBenchEnv } from './lib/environment.ts';
 import { createFixtures, type Fixtures } from './lib/fixtures.ts';
 import { runLoad } from './lib/load.ts';
 import { num, table } from './lib/markdown.ts';
+import { loopbackOtlpPort, startOtlpSink } from './lib/otlp-sink.ts';
 import { REPO_ROOT } from './lib/server-process.ts';
 import { Servers } from './lib/servers.ts';
 
@@ -32,6 +33,8 @@ const HELP = `usage: npx node bench/profile.ts [options]
   --seconds <n>       profiled load (default 15, after a 5 s warm-up)
   --connections <n>   autocannon connections (default 100)
   --top <n>           functions listed (default 30)
+  --service-env <k=v> an environment variable for the service, repeatable (as npm run bench; an OTLP
+                      endpoint on 127.0.0.1 gets the bench's sink)
   --out <dir>         where the summary goes (default bench/results)
 `;
 
@@ -92,6 +95,7 @@ async function main(cleanup: Cleanup) {
       seconds: { type: 'string', default: '15' },
       connections: { type: 'string', default: '100' },
       top: { type: 'string', default: '30' },
+      'service-env': { type: 'string', multiple: true, default: [] },
       out: { type: 'string', default: join(REPO_ROOT, 'bench/results') },
       help: { type: 'boolean', default: false },
     },
@@ -106,7 +110,18 @@ async function main(cleanup: Cleanup) {
   const top = Number(values.top);
   const startedAt = new Date();
   const env = await createBenchEnv(cleanup, { jwtExpiresIn: '1h' });
-  const servers = new Servers(env, cleanup);
+  const serviceEnv = Object.fromEntries(
+    values['service-env'].map((pair) => [
+      pair.slice(0, pair.indexOf('=')),
+      pair.slice(pair.indexOf('=') + 1),
+    ]),
+  );
+  const otlpPort = loopbackOtlpPort(serviceEnv);
+  const sink =
+    otlpPort === undefined
+      ? undefined
+      : await startOtlpSink(otlpPort, cleanup, (m) => process.stderr.write(`${m}\n`));
+  const servers = new Servers(env, cleanup, undefined, undefined, serviceEnv);
   const profileDir = mkdtempSync(join(os.tmpdir(), 'bench-cpuprof-'));
   const service = await servers.startService('service', {
     logName: 'profiled',
@@ -145,6 +160,14 @@ async function main(cleanup: Cleanup) {
       `${num(load.reqPerSec)} req/s while profiled, ${num(load.cpuUsPerReq)} µs CPU per request, ` +
       `${load.errors} errors, ${load.non2xx} non-2xx. Profile: ${path}`,
   );
+  if (Object.keys(serviceEnv).length > 0)
+    o.push(
+      '',
+      `Service env: ${Object.entries(serviceEnv)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ')}.`,
+    );
+  if (sink) o.push('', sink.summary());
   o.push('');
   o.push('## Self time by function');
   o.push('');

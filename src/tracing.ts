@@ -1,7 +1,21 @@
 // Owns the decision to trace: OpenTelemetry is loaded only when an OTLP endpoint is configured.
 // With none (or OTEL_SDK_DISABLED=true) this module imports nothing of OpenTelemetry, registers no
 // loader hook and adds no request hook: start-up and the hot path are what they are without it.
+import type { FastifyRequest } from 'fastify';
 import { loadDotEnv } from './config.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Present only when tracing started in this process (src/lib/opentelemetry.ts decorates it). */
+    tracing?: RequestTracing;
+  }
+}
+
+/** What the app's plugins may ask of tracing (metrics: the exemplar of a request's latency). */
+export interface RequestTracing {
+  /** The request's trace id when its trace is sampled (so the backend has it), else undefined. */
+  sampledTraceId(request: FastifyRequest): string | undefined;
+}
 
 export interface Tracing {
   /** Ends the batch: exports every span still queued, then stops. Never rejects. */

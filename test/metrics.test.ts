@@ -85,7 +85,9 @@ describe('metrics', () => {
     await request(t.app.server).get('/ready');
     const res = await request(t.app.server).get('/metrics');
     expect(res.status).toBe(200);
-    expect(res.headers['content-type']).toContain('text/plain');
+    // Without tracing: the Prometheus text format, no exemplars (OpenMetrics only when tracing is on).
+    expect(res.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
+    expect(res.text).not.toContain('# EOF');
     for (const name of [
       'process_cpu_seconds_total',
       'process_resident_memory_bytes',

@@ -3,29 +3,43 @@
 // batches, the server span from Fastify's own hooks (@fastify/otel, not the http module's patch),
 // and pg and ioredis spans through import-in-the-middle's in-thread loader hook.
 import dc from 'node:diagnostics_channel';
-import { FastifyOtelInstrumentation } from '@fastify/otel';
-import { context, propagation, type Span, SpanStatusCode, trace } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { registerInstrumentations } from '@opentelemetry/instrumentation';
-import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis';
-import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
-import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
-import {
+import { createRequire } from 'node:module';
+import type { Span } from '@opentelemetry/api';
+import type { Sampler } from '@opentelemetry/sdk-trace';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { register as registerLoaderHook } from 'import-in-the-middle/register-hooks.mjs';
+import type { Logger } from 'pino';
+import type { RequestTracing, Tracing } from '../tracing.ts';
+import { PACKAGE_VERSION } from './version.ts';
+
+// The packages' CommonJS builds: they share the one copy of @opentelemetry/api that prom-client and
+// @fastify/otel already load (their ES module builds would load a second), and load faster. Measured
+// with the bench: about 7 MB less idle RSS and 50-90 ms less start-up than importing them.
+const require = createRequire(import.meta.url);
+const { FastifyOtelInstrumentation } = require('@fastify/otel') as typeof import('@fastify/otel');
+const { context, propagation, SpanStatusCode, TraceFlags, trace } =
+  require('@opentelemetry/api') as typeof import('@opentelemetry/api');
+const { AsyncLocalStorageContextManager } =
+  require('@opentelemetry/context-async-hooks') as typeof import('@opentelemetry/context-async-hooks');
+const { W3CTraceContextPropagator } = require('@opentelemetry/core') as typeof import('@opentelemetry/core');
+const { OTLPTraceExporter } =
+  require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
+const { registerInstrumentations } =
+  require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
+const { IORedisInstrumentation } =
+  require('@opentelemetry/instrumentation-ioredis') as typeof import('@opentelemetry/instrumentation-ioredis');
+const { PgInstrumentation } =
+  require('@opentelemetry/instrumentation-pg') as typeof import('@opentelemetry/instrumentation-pg');
+const { detectResources, envDetector, resourceFromAttributes } =
+  require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
+const {
   AlwaysOffSampler,
   AlwaysOnSampler,
   BatchSpanProcessor,
   ParentBasedSampler,
-  type Sampler,
   TraceIdRatioBasedSampler,
   TracerProvider,
-} from '@opentelemetry/sdk-trace';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { register as registerLoaderHook } from 'import-in-the-middle/register-hooks.mjs';
-import type { Logger } from 'pino';
-import type { Tracing } from '../tracing.ts';
-import { PACKAGE_VERSION } from './version.ts';
+} = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
 
 /** OTEL_TRACES_SAMPLER_ARG when unset: one request in ten (and every request whose caller sampled it). */
 export const DEFAULT_SAMPLE_RATIO = 0.1;
@@ -99,6 +113,17 @@ function onRequestSpan(span: Span, request: FastifyRequest): void {
   if (query >= 0) span.setAttribute('url.path', request.url.slice(0, query));
   span.setAttribute('url.scheme', request.protocol);
 }
+
+/** app.tracing: read by the metrics plugin, which then records the trace id as a latency exemplar. */
+const requestTracing: RequestTracing = {
+  sampledTraceId(request) {
+    const span = (request as unknown as WithSpan)[kSpan];
+    if (span === null) return undefined;
+    // The flag, not isRecording(): the span may already have ended when onResponse hooks run.
+    const ids = span.spanContext();
+    return ids.traceFlags & TraceFlags.SAMPLED ? ids.traceId : undefined;
+  },
+};
 
 const PROBLEM_TYPE = /"type":"([^"]{1,200})"/;
 
@@ -184,6 +209,7 @@ export function startOpenTelemetry(env: NodeJS.ProcessEnv): Tracing {
   dc.subscribe('fastify.initialization', (message) => {
     const app = (message as { fastify: FastifyInstance }).fastify;
     app.decorateRequest(kSpan, null);
+    app.decorate('tracing', requestTracing);
     app.addHook('onSend', annotate);
   });
 

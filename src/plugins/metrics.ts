@@ -2,9 +2,17 @@
 import http from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onResponseHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import {
+  Counter,
+  collectDefaultMetrics,
+  Gauge,
+  Histogram,
+  Registry,
+  type RegistryContentType,
+} from 'prom-client';
 import { appendRouteHook } from '../lib/route-hooks.ts';
 import { PACKAGE_VERSION } from '../lib/version.ts';
+import type { RequestTracing } from '../tracing.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -19,19 +27,32 @@ declare module 'fastify' {
 /** Every unmatched URL shares this label, so scanners cannot explode the series count. */
 export const UNMATCHED_ROUTE = 'unmatched';
 
+/** An empty label set leaves the bucket's exemplar as it was (a request whose trace is not kept). */
+const NO_EXEMPLAR = Object.freeze({});
+
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 async function metricsPlugin(app: FastifyInstance) {
+  // With tracing on, the latency histogram carries the trace id of a sampled request as an exemplar,
+  // which only OpenMetrics can expose: the registry then speaks OpenMetrics to every client (prom-client
+  // renames counters in place for it, so one registry cannot serve both formats by Accept header).
+  // Prometheus asks for OpenMetrics first and stores the same series names (`_total` included).
+  const tracing = app.tracing;
   const registry = new Registry();
+  if (tracing)
+    // The other plugins' metrics register into it alike; only the exposition differs.
+    (registry as Registry<RegistryContentType>).setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
   collectDefaultMetrics({ register: registry });
 
   const labelNames = ['method', 'route', 'status_code'] as const;
-  const duration = new Histogram({
+  // Typed by string: prom-client types exemplar labels as the metric's own label names.
+  const duration = new Histogram<string>({
     name: 'http_request_duration_seconds',
     help: 'HTTP request duration in seconds, by method, route pattern and status code.',
     labelNames,
     buckets: DURATION_BUCKETS,
     registers: [registry],
+    enableExemplars: tracing !== undefined,
   });
   const requests = new Counter({
     name: 'http_requests_total',
@@ -44,6 +65,18 @@ async function metricsPlugin(app: FastifyInstance) {
     duration.observe(labels, reply.elapsedTime / 1000);
     requests.inc(labels);
   }
+  /** With tracing: the bucket this request lands in keeps its trace id (the newest sampled one wins). */
+  function recordWithExemplar(route: string, request: FastifyRequest, reply: FastifyReply) {
+    const labels = { method: request.method, route, status_code: reply.statusCode };
+    const traceId = (tracing as RequestTracing).sampledTraceId(request);
+    duration.observe({
+      labels,
+      value: reply.elapsedTime / 1000,
+      exemplarLabels: traceId === undefined ? NO_EXEMPLAR : { traceId },
+    });
+    requests.inc(labels);
+  }
+  const observe = tracing ? recordWithExemplar : record;
 
   let inFlight = 0;
   new Gauge({
@@ -108,7 +141,7 @@ async function metricsPlugin(app: FastifyInstance) {
     if (route.config?.metrics === false) return;
     const pattern = route.url;
     const hook: onResponseHookHandler = (request, reply, done) => {
-      record(pattern, request, reply);
+      observe(pattern, request, reply);
       done();
     };
     appendRouteHook(route, 'onResponse', hook);
@@ -119,7 +152,7 @@ async function metricsPlugin(app: FastifyInstance) {
   });
   app.addHook('onResponse', (request, reply, done) => {
     inFlight--;
-    if (request.is404) record(UNMATCHED_ROUTE, request, reply);
+    if (request.is404) observe(UNMATCHED_ROUTE, request, reply);
     done();
   });
 

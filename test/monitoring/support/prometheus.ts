@@ -34,6 +34,8 @@ export async function startPrometheus(options: {
   job: string;
   intervalSeconds: number;
   readyTimeoutMs: number;
+  /** More command-line flags, e.g. `--enable-feature=exemplar-storage`. */
+  flags?: string[];
 }): Promise<PrometheusServer> {
   const dir = mkdtempSync(join(tmpdir(), 'prometheus-e2e-'));
   const port = await freePort();
@@ -61,6 +63,7 @@ export async function startPrometheus(options: {
       `--web.listen-address=127.0.0.1:${port}`,
       '--storage.tsdb.retention.time=1h',
       '--log.level=warn',
+      ...(options.flags ?? []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
