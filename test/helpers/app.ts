@@ -100,6 +100,9 @@ export function testEnv(
     LOG_PRETTY: 'false',
     DATABASE_URL: db.url,
     MIGRATE_ON_START: 'false',
+    // The suite shares two cores with image builds and a dozen servers: a connection that takes
+    // longer than production's 2 s to open there is load, not a fault under test.
+    DATABASE_CONNECT_TIMEOUT_MS: '10000',
     REDIS_KEY_PREFIX: redisPrefix,
     ...(options.redis === false ? {} : { REDIS_URL: TEST_REDIS_URL }),
     ...options.env,
