@@ -7,7 +7,13 @@ import { createTestDatabase, type TestDatabase } from './helpers/app.ts';
 import { signToken } from './helpers/auth.ts';
 import { TEST_REDIS_URL } from './helpers/env.ts';
 import { type ServerProcess, startServer } from './helpers/process.ts';
-import { hex, type Receiver, startReceiver, traceparent } from './tracing/otlp-receiver.ts';
+import {
+  hex,
+  type Receiver,
+  startReceiver,
+  traceparent,
+  untracedServerEnv,
+} from './tracing/otlp-receiver.ts';
 
 describe('OpenTelemetry tracing of the items resource', () => {
   let db: TestDatabase;
@@ -34,12 +40,7 @@ describe('OpenTelemetry tracing of the items resource', () => {
       scope: 'items:read items:write',
     });
     server = await startServer({
-      NODE_ENV: 'test',
-      DATABASE_URL: db.url,
-      REDIS_URL: TEST_REDIS_URL,
-      REDIS_KEY_PREFIX: `t${hex(4)}:`,
-      MIGRATE_ON_START: 'false',
-      SHUTDOWN_DELAY_MS: '0',
+      ...untracedServerEnv(db.url, TEST_REDIS_URL),
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
       OTEL_TRACES_SAMPLER: 'parentbased_always_on',
       OTEL_BSP_SCHEDULE_DELAY: '100',

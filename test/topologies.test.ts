@@ -1,6 +1,5 @@
 // What replicas share, proven on every topology the service supports: one Redis and direct Postgres,
 // a Redis Cluster (three masters, three replicas), and Postgres through PgBouncer in transaction mode.
-import { execFileSync } from 'node:child_process';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -14,21 +13,12 @@ import {
 import { createKey, signToken } from './helpers/auth.ts';
 import { notes } from './helpers/notes.ts';
 import { PGBOUNCER_BIN, PGBOUNCER_MISSING, startPgBouncer, transactionPoolEnv } from './helpers/pgbouncer.ts';
-import { startRedisCluster } from './helpers/redis-cluster.ts';
+import { REDIS_CLUSTER_UNAVAILABLE, startRedisCluster } from './helpers/redis-cluster.ts';
 
 const RATE = { RATE_LIMIT_MAX_REQUESTS: '100000', RATE_LIMIT_WINDOW_MS: '1000' };
 
-const has = (tool: string) => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-const missingClusterTools = ['redis-server', 'redis-cli'].filter((t) => !has(t));
-if (missingClusterTools.length > 0)
-  console.warn(`topologies: Redis Cluster cases skipped, ${missingClusterTools.join(' and ')} not installed`);
+if (REDIS_CLUSTER_UNAVAILABLE)
+  console.warn(`topologies: Redis Cluster cases skipped, ${REDIS_CLUSTER_UNAVAILABLE}`);
 if (PGBOUNCER_BIN === undefined) console.warn(`topologies: PgBouncer cases skipped, ${PGBOUNCER_MISSING}`);
 
 interface Case {
@@ -45,11 +35,11 @@ const CASES: Case[] = [
   },
   {
     name: 'Redis Cluster',
-    skip: missingClusterTools.length > 0,
+    skip: REDIS_CLUSTER_UNAVAILABLE !== undefined,
     async start() {
       const cluster = await startRedisCluster();
       return {
-        topology: { env: cluster.env, keys: cluster.keys, deletePrefix: cluster.deletePrefix },
+        topology: cluster,
         stop: cluster.stop,
       };
     },

@@ -19,6 +19,7 @@ import {
   startReceiver,
   traceparent,
   until,
+  untracedServerEnv,
 } from './tracing/otlp-receiver.ts';
 
 const prometheusBinary = findTool('prometheus');
@@ -31,14 +32,7 @@ describe('OpenTelemetry tracing of the real process', () => {
   const subject = `trace-${hex(4)}`;
   let token: string;
 
-  const baseEnv = () => ({
-    NODE_ENV: 'test',
-    DATABASE_URL: db.url,
-    REDIS_URL: TEST_REDIS_URL,
-    REDIS_KEY_PREFIX: `t${hex(4)}:`,
-    MIGRATE_ON_START: 'false',
-    SHUTDOWN_DELAY_MS: '0',
-  });
+  const baseEnv = () => untracedServerEnv(db.url, TEST_REDIS_URL);
   async function start(env: Record<string, string>) {
     const server = await startProcess(
       process.execPath,

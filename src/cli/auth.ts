@@ -4,7 +4,7 @@ import { createSigner } from 'fast-jwt';
 import pg from 'pg';
 import { loadConfig, loadDotEnv } from '../config.ts';
 import { loadJwtKeys } from '../lib/jwt-keys.ts';
-import { migrate, roleStatementTimeout } from '../lib/migrations.ts';
+import { migrate, serviceMigration } from '../lib/migrations.ts';
 import { createRedisClient, publish } from '../lib/redis-client.ts';
 import { createApiKeysRepository } from '../modules/api-keys/api-keys-repository.ts';
 import { issueApiKey } from '../modules/api-keys/api-keys-service.ts';
@@ -32,10 +32,7 @@ function scopesArg(value: string | undefined): Scope[] {
 
 async function withDatabase<T>(fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
   const ctx = await cliContext();
-  if (ctx.config.MIGRATE_ON_START) {
-    const timeout = roleStatementTimeout(ctx.config, ctx.databaseUrl);
-    await migrate({ databaseUrl: ctx.migrateUrl, ...(timeout ? { roleStatementTimeout: timeout } : {}) });
-  }
+  if (ctx.config.MIGRATE_ON_START) await migrate(serviceMigration(ctx.config, ctx.databaseUrl));
   const pool = new pg.Pool({ connectionString: ctx.databaseUrl, max: 1 });
   try {
     return await fn(pool);

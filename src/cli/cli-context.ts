@@ -5,8 +5,6 @@ import { startEmbeddedPostgres } from '../lib/embedded-postgres.ts';
 export interface CliContext {
   config: Config;
   databaseUrl: string;
-  /** Where migrations run: MIGRATE_DATABASE_URL, else databaseUrl. */
-  migrateUrl: string;
   /** Stops the embedded database if this command started it. */
   done(): Promise<void>;
 }
@@ -25,16 +23,10 @@ export async function cliContext(options: LoadOptions = {}): Promise<CliContext>
     if (err instanceof ConfigError) fail(err.message, 78);
     throw err;
   }
-  if (config.DATABASE_URL)
-    return {
-      config,
-      databaseUrl: config.DATABASE_URL,
-      migrateUrl: config.MIGRATE_DATABASE_URL ?? config.DATABASE_URL,
-      done: async () => {},
-    };
+  if (config.DATABASE_URL) return { config, databaseUrl: config.DATABASE_URL, done: async () => {} };
   // Joins the dev server's embedded database when it runs, otherwise opens the directory itself.
   const embedded = await startEmbeddedPostgres(config.EMBEDDED_DB_DIR, config.EMBEDDED_DB_PORT);
-  return { config, databaseUrl: embedded.url, migrateUrl: embedded.url, done: () => embedded.stop() };
+  return { config, databaseUrl: embedded.url, done: () => embedded.stop() };
 }
 
 /** Parses `--name value` pairs and positionals; `--flag` alone is "true". */

@@ -1,7 +1,7 @@
 // `npm run migrate` (up), `npm run migrate:down` (revert one), `npm run migrate:create -- name`.
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MIGRATIONS_DIR, migrate, roleStatementTimeout } from '../lib/migrations.ts';
+import { MIGRATIONS_DIR, migrate, serviceMigration } from '../lib/migrations.ts';
 import { cliContext, fail, parseArgs } from './cli-context.ts';
 
 const TEMPLATE = `-- Up Migration
@@ -33,12 +33,10 @@ async function main() {
       'DATABASE_POOL_MODE=transaction: set MIGRATE_DATABASE_URL to a direct URL (migrations hold a session lock a transaction pooler cannot keep)',
       78,
     );
-  // Transaction pooling: the service's statement timeout becomes DATABASE_URL's role default here.
-  const timeout = roleStatementTimeout(ctx.config, ctx.databaseUrl);
   try {
     const applied = await migrate({
-      databaseUrl: ctx.migrateUrl,
-      ...(timeout ? { roleStatementTimeout: timeout } : {}),
+      // Transaction pooling: the service's statement timeout becomes DATABASE_URL's role default here.
+      ...serviceMigration(ctx.config, ctx.databaseUrl),
       direction: command,
       ...(count === undefined ? {} : { count }),
       log: (m) => process.stderr.write(`${m}\n`),

@@ -42,6 +42,22 @@ export function roleStatementTimeout(config: Config, databaseUrl: string): RoleS
   return { role: urlRole(databaseUrl), ms: config.DATABASE_STATEMENT_TIMEOUT_MS };
 }
 
+/**
+ * The service's own migration of `databaseUrl` (DATABASE_URL or the embedded default): over
+ * MIGRATE_DATABASE_URL when set (direct, for the session lock), setting the role's statement timeout
+ * when pooling by transaction. The migrate command, MIGRATE_ON_START and the auth CLI all run this.
+ */
+export function serviceMigration(
+  config: Config,
+  databaseUrl: string,
+): Pick<MigrateOptions, 'databaseUrl' | 'roleStatementTimeout'> {
+  const timeout = roleStatementTimeout(config, databaseUrl);
+  return {
+    databaseUrl: config.MIGRATE_DATABASE_URL ?? databaseUrl,
+    ...(timeout ? { roleStatementTimeout: timeout } : {}),
+  };
+}
+
 /** The statement that sets the role default, for the start-up check's message and for operators. */
 export function statementTimeoutSql(role: string, database: string, ms: number): string {
   return `ALTER ROLE ${pg.escapeIdentifier(role)} IN DATABASE ${pg.escapeIdentifier(database)} SET statement_timeout = '${ms}ms'`;

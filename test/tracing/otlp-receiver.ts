@@ -110,3 +110,13 @@ export function descendsFrom(spans: ExportedSpan[], rootId: string): boolean {
 export const hex = (bytes: number) => randomBytes(bytes).toString('hex');
 export const traceparent = (traceId: string, sampled: boolean) =>
   `00-${traceId}-${hex(8)}-${sampled ? '01' : '00'}`;
+
+/** The server's environment for a tracing test over `databaseUrl`, before any OTEL_* variable. */
+export const untracedServerEnv = (databaseUrl: string, redisUrl: string): Record<string, string> => ({
+  NODE_ENV: 'test',
+  DATABASE_URL: databaseUrl,
+  REDIS_URL: redisUrl,
+  REDIS_KEY_PREFIX: `t${hex(4)}:`,
+  MIGRATE_ON_START: 'false',
+  SHUTDOWN_DELAY_MS: '0',
+});

